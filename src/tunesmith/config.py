@@ -1,0 +1,226 @@
+"""Typed run configuration: YAML plus `key.sub=value` overrides, checked before any compute.
+
+Field descriptions are the documentation: `tunesmith train --help` prints them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunesmith.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = Field("minilm-l6", description="Pre-trained model: a registry name (`tunesmith models`), "
+                      "a local folder, or a hub id.")
+    max_length: int | None = Field(None, ge=8, le=8192, description="Token limit per text. Default: the 95th "
+                                   "percentile of training text lengths, capped by the model's limit.")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout in the encoder and the "
+                                  "classification head. Default: the model's own.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless "
+                                    "you trust its author.")
+
+
+class DataConfig(_Strict):
+    train: Path | None = Field(None, description="Training file: CSV, TSV, JSONL or Parquet. Required.")
+    validation: Path | None = Field(None, description="Validation file. Default: a seeded stratified split "
+                                    "of the training file.")
+    test: Path | None = Field(None, description="Test file. Default: a seeded stratified split of the "
+                              "training file.")
+    text_column: str = Field("text", description="Column holding the input text.")
+    label_column: str = Field("label", description="Column holding the class label.")
+    validation_size: float = Field(0.1, gt=0.0, lt=0.5, description="Share of rows split off for "
+                                   "validation when no validation file is given.")
+    test_size: float = Field(0.1, gt=0.0, lt=0.5, description="Share of rows split off for test when no "
+                             "test file is given.")
+    drop_missing: bool = Field(False, description="Drop rows with missing text or label (counted in the "
+                               "run folder) instead of stopping with an error.")
+    max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded stratified sample of at "
+                                       "most this many rows (quick experiments).")
+
+
+class LoraSettings(_Strict):
+    rank: int = Field(8, gt=0, description="LoRA rank r.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt. Default: the "
+                                             "attention projections of the architecture.")
+
+
+Method = Literal["full", "lora", "linear-probe"]
+
+
+class TrainConfig(_Strict):
+    method: Method = Field("full", description="full: update every weight; lora: low-rank adapters "
+                           "through PEFT; linear-probe: frozen encoder, train the head only.")
+    epochs: int | None = Field(None, gt=0, description="Passes over the training data. Default: 5 below "
+                               "1,000 rows, 3 below 10,000, else 2.")
+    batch_size: int = Field(16, gt=0, description="Examples per optimizer step, per process, before "
+                            "gradient accumulation.")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
+                                        "full 1e-4, lora 1e-3, linear-probe 1e-2.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
+                                "LayerNorm weights).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the "
+                                   "cross-entropy loss.")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
+                                                       "inverse class frequency.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay "
+                                                               "after warm-up.")
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="Share of optimizer steps spent warming "
+                                "up the learning rate.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Batches summed per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this value; "
+                                        "null disables clipping.")
+    eval_every_steps: int | None = Field(None, gt=0, description="Evaluate on validation every N optimizer "
+                                         "steps. Default: at the end of each epoch.")
+    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after this many evaluations "
+                                                "without improvement and restore the best checkpoint.")
+    metric_for_best: Literal["accuracy", "macro_f1", "loss"] = Field("macro_f1", description="Validation "
+                                                                     "metric that picks the best checkpoint.")
+    checkpoint_every_steps: int = Field(200, gt=0, description="Write a resumable checkpoint every N "
+                                        "optimizer steps (and at every evaluation).")
+    logging_steps: int = Field(10, gt=0, description="Log the training loss every N optimizer steps.")
+    group_by_length: bool = Field(True, description="Batch texts of similar length together so short "
+                                  "texts do not pay for long ones.")
+    seed: int = Field(42, description="Seed for splits, initialisation, shuffling and dropout.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
+
+
+class RunConfig(_Strict):
+    task: str = Field("text-classification", description="What to train: text-classification.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
+    run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from tunesmith.tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"expected one of {', '.join(task_names())}")
+        return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r}: expected key.sub=value, for example train.epochs=3")
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r}: {part!r} is set both as a value and as a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _anchor_paths(raw: dict[str, Any], root: Path) -> None:
+    """Relative data paths in a YAML file are relative to that file, so examples run from anywhere."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "validation", "test"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str((root / data[key]).resolve())
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One line per problem, naming the field, the value found and what is valid."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown field '{where}'{_valid_siblings(e['loc'])}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: field '{where}' is required")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {where} = {e.get('input')!r}: {msg}")
+    return "; ".join(lines)
+
+
+def _valid_siblings(loc: tuple) -> str:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    return f"; valid fields here: {', '.join(model.model_fields)}"
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+    """Validate a config mapping (plus overrides); bad values raise UserError naming the field."""
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, source)) from None
+    if cfg.data.train is None:
+        raise UserError(f"{source}: field 'data.train' is required (a CSV, TSV, JSONL or Parquet file)")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file, apply `key.sub=value` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path}: not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections (task, model, data, train), found "
+                        f"{type(raw).__name__}")
+    _anchor_paths(raw, path.parent)
+    return build_config(raw, overrides, source=str(path))
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved config as YAML (paths as strings)."""
+    from tunesmith.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def describe_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, description) for every leaf field: the source of `train --help`."""
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        key = f"{prefix}{name}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, key + "."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((key, "null" if default is None else str(default), field.description or ""))
+    return rows

@@ -1,0 +1,1 @@
+"""Data stage: load tables, check them, split them, fingerprint them."""

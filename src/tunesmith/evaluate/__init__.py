@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, baselines and the run report."""

@@ -1,0 +1,113 @@
+"""report.html: one self-contained page (plots embedded as PNG) written from the run folder's files."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from tunesmith.io import atomic_write_text
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.good{color:#070}.muted{color:#777}"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _curves(records: list[dict]) -> str:
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r["type"] == "train"]
+    evals = [r for r in records if r["type"] == "eval"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+    axes[0].plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="validation loss")
+    axes[0].set_xlabel("optimizer step"), axes[0].set_title("loss"), axes[0].legend()
+    for key in ("accuracy", "macro_f1"):
+        axes[1].plot([r["step"] for r in evals], [r.get(key) for r in evals], "o-", label=f"validation {key}")
+    axes[1].set_xlabel("optimizer step"), axes[1].set_title("validation scores"), axes[1].legend()
+    return _png(fig)
+
+
+def _confusion(matrix: list[list[int]], labels: list[str], title: str) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix)
+    size = min(14, 3 + 0.25 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    if len(labels) <= 30:
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        if len(labels) <= 12:
+            for i in range(len(labels)):
+                for j in range(len(labels)):
+                    ax.text(j, i, m[i, j], ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
+    return _png(fig)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _per_class(split: dict) -> str:
+    rows = sorted(([name, s["precision"], s["recall"], s["f1"], s["support"]] for name, s in split["per_class"].items()),
+                  key=lambda r: r[3])
+    return _table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Render RUN_DIR/report.html from results.json, metrics.jsonl and config.yaml."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    config = (run_dir / "config.yaml").read_text()
+    labels, test, val = results["labels"], results["test"], results["validation"]
+    tr = results["training"]
+    compare = [["fine-tuned (" + results["method"] + ")", test["accuracy"], test["macro_f1"], test["loss"], test["n"]]]
+    for name, b in results["baselines"].items():
+        compare.append([name.replace("_", " "), b["test"]["accuracy"], b["test"]["macro_f1"], b["test"]["loss"],
+                        b["test"]["n"]])
+    parts = [
+        f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>",
+        f"<p>{html.escape(results['task'])} · model <b>{html.escape(results['model'])}</b> · method "
+        f"<b>{html.escape(results['method'])}</b> · {len(labels)} classes</p>",
+        "<h2>Did fine-tuning help? (held-out test split)</h2>",
+        _table(["model", "accuracy", "macro-F1", "log loss", "n"], compare),
+        "<h2>Training</h2>",
+        _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
+               [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
+                 tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]]),
+        "<h3>Learning curves</h3>", _curves(records),
+        "<h2>Confusion matrices</h2>", _confusion(test["confusion"], labels, "test"),
+        _confusion(val["confusion"], labels, "validation"),
+        "<h2>Per-class scores: test</h2>", _per_class(test),
+        "<h2>Per-class scores: validation</h2>", _per_class(val),
+        "<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>",
+    ]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    out = run_dir / "report.html"
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,9 @@
+"""Model stage: the registry of pre-trained assets and how a method (full, LoRA, probe) wraps them."""
+
+
+def quiet_hf() -> None:
+    """Keep transformers' load reports and per-shard progress bars out of tunesmith's output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

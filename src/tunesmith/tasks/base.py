@@ -1,0 +1,52 @@
+"""The interface a task offers to the shared pipeline and training loop."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from tunesmith.config import RunConfig
+
+
+@dataclass
+class TaskData:
+    """Rows of each split (already cleaned), label names and what loading found."""
+    splits: dict[str, Any]  # split name -> DataFrame
+    labels: list[str]
+    data_report: dict = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """Everything the training loop and the evaluator need, independent of the task."""
+    model: torch.nn.Module
+    encoded: dict[str, Sequence[dict]]  # split name -> model-ready examples
+    lengths: list[int]  # length of each training example, for length-grouped batching
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]]
+    preprocessor: Any  # tokenizer (or image processor) saved beside the model
+    resolved: dict = field(default_factory=dict)  # defaults the task derived from the data
+
+
+class Task(Protocol):
+    name: str
+
+    def load_data(self, cfg: RunConfig) -> TaskData:
+        """Read and check the configured files; split when needed."""
+
+    def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
+        """Build the pre-trained model with its head, and encode every split."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss of one batch."""
+
+    def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Model outputs used for prediction and metrics."""
+
+    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
+        """Scores of a split from its logits."""
+
+    def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
+        """Write the final model in its ecosystem's format."""

@@ -1,0 +1,138 @@
+"""Text classification with a BERT-style encoder: rows are (text, label) pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from tunesmith.config import RunConfig
+from tunesmith.data.load import labelled_rows, read_table
+from tunesmith.data.split import check_label_sets, make_splits
+from tunesmith.errors import UserError
+from tunesmith.evaluate.metrics import classification_metrics
+from tunesmith.models.methods import apply_method, save_model
+from tunesmith.models.registry import hub_error, resolve_model
+from tunesmith.tasks import register_task
+from tunesmith.tasks.base import Prepared, TaskData
+
+# Config attributes that hold dropout in the encoder families transformers ships.
+_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
+                 "attention_dropout", "seq_classif_dropout")
+
+
+def _sample_stratified(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    if n >= len(df):
+        return df
+    from sklearn.model_selection import train_test_split
+
+    counts = df["label"].value_counts()
+    strat = df["label"] if counts.min() >= 2 and n >= len(counts) else None
+    keep, _ = train_test_split(df, train_size=n, random_state=seed, stratify=strat)
+    return keep.reset_index(drop=True)
+
+
+def default_max_length(lengths: list[int], model_limit: int) -> int:
+    """95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit."""
+    p95 = int(np.percentile(lengths, 95)) if lengths else model_limit
+    return max(8, min(model_limit, -(-p95 // 8) * 8))
+
+
+@register_task("text-classification")
+class TextClassification:
+    name: str
+
+    def __init__(self) -> None:
+        self.class_weight: torch.Tensor | None = None
+        self.label_smoothing = 0.0
+
+    # -- data ------------------------------------------------------------------------------
+    def load_data(self, cfg: RunConfig) -> TaskData:
+        d = cfg.data
+        frames: dict[str, pd.DataFrame | None] = {}
+        report: dict = {}
+        files = {"train": str(d.train)}
+        for split in ("train", "validation", "test"):
+            path = getattr(d, split)
+            if path is None:
+                frames[split] = None
+                continue
+            files[split] = str(path)
+            frames[split], report[split] = labelled_rows(read_table(path), path, d.text_column,
+                                                         d.label_column, d.drop_missing)
+        if d.max_train_rows:
+            frames["train"] = _sample_stratified(frames["train"], d.max_train_rows, cfg.train.seed)
+        splits = make_splits(frames["train"], frames["validation"], frames["test"], d.validation_size,
+                             d.test_size, cfg.train.seed, str(d.train))
+        labels = check_label_sets(splits, files)
+        return TaskData(splits=splits, labels=labels, data_report={"files": report})
+
+    # -- model -----------------------------------------------------------------------------
+    def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+        resolved = resolve_model(cfg.model.name)
+        kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        labels = data.labels
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
+            mconf = AutoConfig.from_pretrained(resolved.source, num_labels=len(labels),
+                                               id2label=dict(enumerate(labels)),
+                                               label2id={l: i for i, l in enumerate(labels)}, **kwargs)
+        except OSError as err:
+            if resolved.kind == "hub":
+                raise hub_error(cfg.model.name, err) from None
+            raise UserError(f"model.name = {cfg.model.name!r}: cannot load tokenizer/config from "
+                            f"{resolved.source} ({str(err).splitlines()[0]})") from None
+        if cfg.model.dropout is not None:
+            for key in _DROPOUT_KEYS:
+                if hasattr(mconf, key):
+                    setattr(mconf, key, cfg.model.dropout)
+        model = AutoModelForSequenceClassification.from_pretrained(resolved.source, config=mconf, **kwargs)
+        model = apply_method(model, cfg.train.method, cfg.train.lora, task_type="SEQ_CLS")
+
+        train_texts = data.splits["train"]["text"].tolist()
+        raw_lengths = [len(ids) for ids in tokenizer(train_texts, truncation=False)["input_ids"]]
+        model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
+                          int(getattr(mconf, "max_position_embeddings", 512) or 512))
+        max_length = cfg.model.max_length or default_max_length(raw_lengths, model_limit)
+        if max_length > model_limit:
+            raise UserError(f"model.max_length = {max_length}: this model takes at most {model_limit} tokens")
+        encoded = {name: self._encode(tokenizer, df, labels, max_length) for name, df in data.splits.items()}
+
+        counts = data.splits["train"]["label"].value_counts()
+        if cfg.train.class_weights == "balanced":
+            freq = np.array([counts.get(l, 0) for l in labels], dtype=np.float64)
+            self.class_weight = torch.tensor(len(train_texts) / (len(labels) * freq), dtype=torch.float32)
+        self.label_smoothing = cfg.train.label_smoothing
+        truncated = float(np.mean([n > max_length for n in raw_lengths]))
+        return Prepared(model=model, encoded=encoded, lengths=[len(e["input_ids"]) for e in encoded["train"]],
+                        collate=DataCollatorWithPadding(tokenizer, return_tensors="pt"), preprocessor=tokenizer,
+                        resolved={"model_source": resolved.source, "model_kind": resolved.kind,
+                                  "max_length": max_length, "truncated_share": round(truncated, 4),
+                                  "model_limit": model_limit})
+
+    @staticmethod
+    def _encode(tokenizer, df: pd.DataFrame, labels: list[str], max_length: int) -> list[dict]:
+        index = {l: i for i, l in enumerate(labels)}
+        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=max_length)
+        keys = [k for k in enc.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
+        return [{**{k: enc[k][i] for k in keys}, "labels": index[lab]} for i, lab in enumerate(df["label"])]
+
+    # -- objective and metrics -------------------------------------------------------------
+    def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.logits(model, batch)
+        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
+        return F.cross_entropy(logits.float(), batch["labels"], weight=weight, label_smoothing=self.label_smoothing)
+
+    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
+        return classification_metrics(y_true, logits, labels)
+
+    def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
+        save_model(model, prepared.preprocessor, folder)

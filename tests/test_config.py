@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunesmith.config import RunConfig, describe_fields, load_config, parse_overrides
+from tunesmith.errors import UserError
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+def write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_overrides_are_typed_and_nested():
+    assert parse_overrides(["train.epochs=3", "train.lora.rank=16", "model.name=minilm-l6", "train.max_grad_norm=null"]) == {
+        "train": {"epochs": 3, "lora": {"rank": 16}, "max_grad_norm": None}, "model": {"name": "minilm-l6"}}
+
+
+def test_yaml_paths_are_relative_to_the_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "cfg.yaml"
+    path.write_text("data: {train: data/train.csv}\n")
+    cfg = load_config(path, ["train.epochs=2"])
+    assert cfg.data.train == (tmp_path / "sub" / "data" / "train.csv").resolve()
+    assert cfg.train.epochs == 2 and cfg.train.method == "full"
+
+
+def test_unknown_field_names_the_field_and_the_valid_ones(tmp_path):
+    path = write(tmp_path, {"data": {"train": "x.csv"}, "train": {"lr": 0.1}})
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "unknown field 'train.lr'" in msg and "learning_rate" in msg and "\n" not in msg
+
+
+def test_bad_choice_lists_valid_values(tmp_path):
+    path = write(tmp_path, {"data": {"train": "x.csv"}})
+    with pytest.raises(UserError, match=r"train.method = 'qlora'.*'full', 'lora' or 'linear-probe'"):
+        load_config(path, ["train.method=qlora"])
+    with pytest.raises(UserError, match=r"train.learning_rate = -1"):
+        load_config(path, ["train.learning_rate=-1"])
+    with pytest.raises(UserError, match=r"task = 'translation'.*text-classification"):
+        load_config(path, ["task=translation"])
+
+
+def test_missing_train_file_field(tmp_path):
+    with pytest.raises(UserError, match="data.train.*required"):
+        load_config(write(tmp_path, {"task": "text-classification"}))
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_every_field_has_a_description_for_help():
+    rows = describe_fields()
+    assert {"train.learning_rate", "data.label_column", "train.lora.rank", "model.name"} <= {r[0] for r in rows}
+    assert all(desc for _, _, desc in rows)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_shipped_examples_validate(example):
+    first = example.read_text().splitlines()[0]
+    assert first.startswith("# tunesmith "), "every example starts with the command that runs it"
+    cfg = load_config(example)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_there_are_examples():
+    assert EXAMPLES

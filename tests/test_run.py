@@ -1,0 +1,151 @@
+"""fine_tune end to end on the tiny model: run folder, methods, early stopping, accumulation, predict."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import make_rows, tiny_config
+from tunesmith.config import build_config
+from tunesmith.errors import UserError
+from tunesmith.run import fine_tune, load_run
+
+RUN_FILES = {"config.yaml", "splits.json", "environment.json", "data_report.json", "metrics.jsonl", "results.json",
+             "test_predictions.csv", "report.html", "status.json", "checkpoints", "model"}
+
+
+def run(tiny_model, tiny_csv, tmp_path, **train):
+    return fine_tune(build_config(tiny_config(tiny_model, tiny_csv, tmp_path / "runs", **train)))
+
+
+def test_full_fine_tune_learns_and_writes_a_complete_run_folder(tiny_model, tiny_csv, tmp_path):
+    r = run(tiny_model, tiny_csv, tmp_path)
+    assert {p.name for p in r.path.iterdir()} == RUN_FILES
+    assert json.loads((r.path / "status.json").read_text())["status"] == "completed"
+    res = r.results
+    assert res["test"]["accuracy"] >= 0.9 > res["baselines"]["majority_class"]["test"]["accuracy"]
+    records = [json.loads(l) for l in (r.path / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in records if x["type"] == "eval"]
+    trains = [x for x in records if x["type"] == "train"]
+    assert len(evals) == 4 and trains and trains[-1]["step"] == res["training"]["global_step"] == 4 * 16
+    assert trains[-1]["loss"] < trains[0]["loss"]
+    # the split is recorded row by row, and the resolved config holds the derived values
+    splits = json.loads((r.path / "splits.json").read_text())
+    assert [splits[s]["rows"] for s in ("train", "validation", "test")] == [128, 16, 16]
+    cfg = load_run(r.path).config
+    assert cfg.train.epochs == 4 and cfg.model.max_length == 32
+    html = (r.path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "majority class" in html and "Per-class" in html
+
+
+def test_saved_model_loads_in_a_transformers_pipeline_with_label_names(tiny_model, tiny_csv, tmp_path):
+    from transformers import pipeline
+
+    from tunesmith.predict import predict
+
+    r = run(tiny_model, tiny_csv, tmp_path)
+    clf = pipeline("text-classification", model=str(r.model_dir), device="cpu")
+    texts = ["the food was great and superb", "awful and broken service"]
+    out = clf(texts)
+    assert [o["label"] for o in out] == ["pos", "neg"]
+    ours = predict(r.path, texts)
+    assert ours["label"].tolist() == ["pos", "neg"]
+    assert np.allclose(ours["probability"], [o["score"] for o in out], atol=1e-4)
+
+
+def test_linear_probe_trains_only_the_head(tiny_model, tiny_csv, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    r = run(tiny_model, tiny_csv, tmp_path, method="linear-probe", learning_rate=5e-2)
+    before = AutoModelForSequenceClassification.from_pretrained(tiny_model).state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(r.model_dir).state_dict()
+    for name, value in before.items():
+        if name.startswith("bert."):
+            assert torch.equal(value, after[name]), name
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+
+
+def test_lora_saves_adapter_and_merged_model_with_equal_outputs(tiny_model, tiny_csv, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    r = run(tiny_model, tiny_csv, tmp_path, method="lora", learning_rate=2e-2, lora={"rank": 4, "alpha": 8})
+    assert (r.path / "adapter" / "adapter_config.json").is_file()
+    tok = AutoTokenizer.from_pretrained(r.model_dir)
+    batch = tok(["great food", "the worst day"], return_tensors="pt", padding=True)
+    merged = AutoModelForSequenceClassification.from_pretrained(r.model_dir).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    adapted = PeftModel.from_pretrained(base, r.path / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, adapted(**batch).logits, atol=1e-5)
+    assert r.results["test"]["accuracy"] > r.results["baselines"]["majority_class"]["test"]["accuracy"]
+
+
+def test_early_stopping_fires_and_restores_the_best_checkpoint(tiny_model, tmp_path):
+    train = tmp_path / "noisy.csv"
+    df = make_rows(160, seed=3)
+    df.loc[df.sample(frac=0.45, random_state=0).index, "label"] = "pos"  # noise: validation stops improving
+    df.to_csv(train, index=False)
+    r = run(tiny_model, train, tmp_path, epochs=30, eval_every_steps=4, early_stopping_patience=2,
+            metric_for_best="loss", learning_rate=1e-2)
+    tr = r.results["training"]
+    assert tr["stopped_early"] and tr["epochs_completed"] < 30
+    evals = [json.loads(l) for l in (r.path / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    best = min(evals, key=lambda e: e["loss"])
+    assert tr["best_step"] == best["step"] < evals[-1]["step"]
+    # the final model is the best one: its validation loss equals the best logged one
+    assert r.results["validation"]["loss"] == pytest.approx(best["loss"], rel=1e-5)
+
+
+def test_gradient_accumulation_halves_optimizer_steps(tiny_model, tiny_csv, tmp_path):
+    r = run(tiny_model, tiny_csv, tmp_path, epochs=1, batch_size=4, gradient_accumulation_steps=2)
+    assert r.results["training"]["global_step"] == 16  # 128 rows / (4 x 2)
+
+
+def test_class_weights_and_label_smoothing_change_the_loss(tiny_model, tmp_path):
+    from tunesmith.tasks import get_task
+
+    train = tmp_path / "imb.csv"
+    df = make_rows(120)
+    df = df[(df["label"] == "pos") | (df.index % 6 == 1)]  # ~6:1 imbalance
+    df.to_csv(train, index=False)
+    cfg = build_config(tiny_config(tiny_model, train, tmp_path, class_weights="balanced", label_smoothing=0.1))
+    task = get_task("text-classification")
+    data = task.load_data(cfg)
+    prep = task.prepare(cfg, data)
+    w = task.class_weight
+    counts = data.splits["train"]["label"].value_counts()
+    assert w[data.labels.index("neg")] / w[data.labels.index("pos")] == pytest.approx(counts["pos"] / counts["neg"])
+    batch = prep.collate(prep.encoded["train"][:8])
+    smoothed = task.loss(prep.model, batch)
+    task.label_smoothing, task.class_weight = 0.0, None
+    assert not torch.isclose(smoothed, task.loss(prep.model, batch))
+
+
+def test_bad_config_is_rejected_before_the_model_loads(tiny_csv, tmp_path, monkeypatch):
+    import transformers
+
+    def boom(*a, **k):
+        raise AssertionError("model loaded before config/data were checked")
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", boom)
+    cfg = tiny_config("minilm-l6", tiny_csv, tmp_path)
+    cfg["data"]["label_column"] = "sentiment"
+    with pytest.raises(UserError, match="no column 'sentiment'"):
+        fine_tune(build_config(cfg))
+
+
+def test_hub_id_offline_gives_a_clear_error(tiny_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = build_config(tiny_config("no-such-org/no-such-model", tiny_csv, tmp_path))
+    with pytest.raises(UserError, match="could not load it from the Hugging Face hub.*local folder"):
+        fine_tune(cfg)
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+
+
+def test_existing_run_name_is_not_overwritten(tiny_model, tiny_csv, tmp_path):
+    run(tiny_model, tiny_csv, tmp_path, epochs=1)
+    with pytest.raises(UserError, match="a run with this name exists"):
+        run(tiny_model, tiny_csv, tmp_path, epochs=1)
