@@ -64,6 +64,7 @@ def test_train_then_predict_from_the_command_line(config_file, tmp_path, capsys)
     preds = pd.read_csv(tmp_path / "preds.csv")
     assert preds["predicted"].tolist() == ["pos", "neg"] and preds["id"].tolist() == [1, 2]
     assert preds["probability"].between(0.5, 1.0).all()
+    capsys.readouterr()
 
     assert main(["predict", str(run_dir), "--text", "great superb"]) == 0
     assert capsys.readouterr().out.startswith("pos\t")

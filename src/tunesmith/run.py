@@ -75,6 +75,14 @@ def environment(accelerator) -> dict:
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def _distributed_without_gpu() -> bool:
+    """Launched as several processes (torchrun / accelerate launch) on a machine without a GPU:
+    Accelerate then needs cpu=True to pick the gloo backend instead of running N single processes."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def _mark(run_dir: Path, status: str, **extra) -> None:
     atomic_write_json(run_dir / STATUS, {"status": status, **extra,
                                          "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
@@ -106,7 +114,8 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
 
     task = get_task(cfg.task)
     data = task.load_data(cfg)  # every data problem surfaces here, before any model loads
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+                              cpu=_distributed_without_gpu())
     main = accelerator.is_main_process
     splits = _split_record(data.splits)
 
