@@ -52,7 +52,9 @@ def _is_main() -> bool:
 @app.command(epilog=_config_epilog())
 def train(config: Optional[Path] = typer.Argument(None, help="YAML config file."),
           overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
-          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder.")) -> None:
+          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+          force: bool = typer.Option(False, "--force", help="Train even when the data audit finds blocking "
+                                     "issues (same as audit.on_issue=warn).")) -> None:
     """The main job: load and check the data, split, fine-tune, evaluate against baselines, report."""
     from tunesmith.run import fine_tune
 
@@ -61,9 +63,61 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config file."
     if resume is not None and config is not None and "=" in str(config):
         overrides = [str(config), *(overrides or [])]
         config = None
-    run = fine_tune(config, overrides or [], resume=resume)
+    overrides = [*(overrides or []), *(["audit.on_issue=warn"] if force else [])]
+    run = fine_tune(config, overrides, resume=resume)
     if _is_main():
         _summary(run)
+
+
+@app.command()
+def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL or Parquet."),
+          test: Optional[Path] = typer.Option(None, "--test", help="Test file, checked for leakage from training."),
+          validation: Optional[Path] = typer.Option(None, "--validation", help="Validation file."),
+          text_column: str = typer.Option("text", "--text-column"),
+          label_column: str = typer.Option("label", "--label-column"),
+          output: Path = typer.Option(Path("audit.json"), "--output", help="Where to write the full report."),
+          near_threshold: float = typer.Option(0.8, "--near-threshold", help="Jaccard threshold for near-duplicates."),
+          label_errors: bool = typer.Option(True, "--label-errors/--no-label-errors",
+                                            help="Look for likely label errors (cleanlab)."),
+          model: Optional[str] = typer.Option(None, "--model", help="Tokenizer to measure truncation with "
+                                              "(registry name, folder or hub id)."),
+          max_length: int = typer.Option(128, "--max-length", help="Token limit for the truncation share.")) -> None:
+    """Data-quality report: duplicates, leakage, label errors, imbalance, lengths, personal data.
+    Exits with 1 when a blocking issue is found."""
+    from tunesmith.config import AuditConfig
+    from tunesmith.data.audit import audit_files
+    from tunesmith.io import atomic_write_json
+
+    tokenizer = None
+    if model:
+        from transformers import AutoTokenizer
+
+        from tunesmith.models.registry import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).source)
+    cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
+    report = audit_files(str(data), str(test) if test else None, str(validation) if validation else None,
+                         text_column, label_column, cfg, tokenizer=tokenizer, max_length=max_length)
+    atomic_write_json(output, report)
+    _audit_table(report)
+    typer.echo(f"full report: {output}")
+    if report["blocking"]:
+        raise typer.Exit(1)
+
+
+def _audit_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="data audit")
+    for col in ("check", "severity", "count", "finding", "first rows"):
+        table.add_column(col, overflow="fold")
+    colour = {"blocking": "red", "warning": "yellow", "ok": "green", "info": "blue"}
+    for f in report["findings"]:
+        first = ", ".join(f"{r['split']}:{r['row']}" for r in f["rows"][:5] if "row" in r)
+        table.add_row(f["check"].replace("_", " "), f"[{colour[f['severity']]}]{f['severity']}[/]", str(f["count"]),
+                      f["message"], first)
+    Console().print(table)
 
 
 @app.command()
@@ -110,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -121,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Abort:
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

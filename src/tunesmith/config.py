@@ -96,11 +96,32 @@ class TrainConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
 
 
+class AuditConfig(_Strict):
+    enabled: bool = Field(True, description="Audit the data before training (written to audit.json).")
+    on_issue: Literal["fail", "warn", "fix"] = Field("fail", description="On blocking issues (leakage, "
+                                                     "conflicting duplicates, unseen labels): fail stops the run, "
+                                                     "warn trains anyway, fix removes the offending rows first.")
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Jaccard similarity of character "
+                                            "5-gram sets above which two texts count as near-duplicates.")
+    label_errors: bool = Field(True, description="Look for likely label errors (out-of-fold TF-IDF + logistic "
+                                                 "regression probabilities fed to cleanlab).")
+    drop_duplicates: bool = Field(False, description="Drop exact duplicates within each split (keep the first).")
+    drop_conflicting: bool = Field(False, description="Drop every copy of a text that carries different labels "
+                                   "(also done by on_issue=fix).")
+    remove_leaks: bool = Field(False, description="Remove validation/test rows that duplicate or nearly "
+                               "duplicate training rows (also done by on_issue=fix).")
+    mask_pii: bool = Field(False, description="Replace e-mail addresses, phone and card numbers with "
+                           "[EMAIL], [PHONE], [CARD] before training.")
+    balance: Literal["none", "reweight", "oversample"] = Field("none", description="Rare classes: reweight "
+                                                               "the loss, or oversample training rows.")
+
+
 class RunConfig(_Strict):
     task: str = Field("text-classification", description="What to train: text-classification.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 

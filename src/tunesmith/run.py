@@ -117,15 +117,8 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
                               cpu=_distributed_without_gpu())
     main = accelerator.is_main_process
-    splits = _split_record(data.splits)
-
     if resume is not None:
         run_dir = resume
-        saved = json.loads((run_dir / "splits.json").read_text())
-        for name, fp in splits.items():
-            if saved.get(name, {}).get("sha256") != fp["sha256"]:
-                raise UserError(f"{run_dir}: the {name} split differs from the one this run started with "
-                                "(data files changed); start a new run instead of resuming")
     else:
         name = cfg.run_name or f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
         name = broadcast_object_list([name])[0]
@@ -135,27 +128,49 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
                             "choose another run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _execute(cfg, task, data, splits, run_dir, accelerator, resume is not None, callbacks)
+        return _execute(cfg, task, data, run_dir, accelerator, resume is not None, callbacks)
     except BaseException as err:
         if main:
             _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
-def _execute(cfg, task, data, splits, run_dir: Path, accelerator, resuming: bool, callbacks) -> Run:
+def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool):
+    """Audit and clean the splits; stop on blocking findings unless audit.on_issue says otherwise.
+    On resume, the cleaned splits must be the ones the run started with."""
+    from tunesmith.data.audit import gate
+
+    if cfg.audit.enabled:
+        data, report = task.audit(cfg, data)
+        if main:
+            atomic_write_json(run_dir / "audit.json", report)
+        gate(report, cfg.audit.on_issue, str(run_dir / "audit.json"))
+    splits = _split_record(data.splits)
+    if resuming:
+        saved = json.loads((run_dir / "splits.json").read_text())
+        for name, fp in splits.items():
+            if saved.get(name, {}).get("sha256") != fp["sha256"]:
+                raise UserError(f"{run_dir}: the {name} split differs from the one this run started with "
+                                "(data files or audit settings changed); start a new run instead of resuming")
+    return data, splits
+
+
+def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks) -> Run:
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.baselines import majority_class
     from tunesmith.evaluate.metrics import headline
     from tunesmith.evaluate.report import write_report
-    from tunesmith.train.loop import predict_logits, train_loop
-
     from tunesmith.models import quiet_hf
+    from tunesmith.train.loop import predict_logits, train_loop
 
     quiet_hf()
     main = accelerator.is_main_process
     if main:
         _mark(run_dir, "running")
+        if not resuming:
+            save_config(cfg, run_dir / "config.yaml")  # replaced by the resolved config below
+    data, splits = _audit(cfg, task, data, run_dir, main, resuming)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or DEFAULT_LR[cfg.train.method]

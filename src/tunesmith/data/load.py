@@ -90,16 +90,21 @@ def _where(path: Path) -> str:
     return "line" if FORMATS.get(path.suffix.lower()) != "parquet" else "row"
 
 
+def select_columns(df: pd.DataFrame, path: str | Path, text_column: str, label_column: str) -> pd.DataFrame:
+    """The text and label columns (renamed `text`, `label`) and the row number; unknown columns are named."""
+    columns = [c for c in df.columns if c != ROW]
+    for role, name in (("text_column", text_column), ("label_column", label_column)):
+        if name not in columns:
+            raise UserError(f"{path}: no column {name!r} (data.{role}); columns found: {', '.join(map(str, columns))}")
+    return pd.DataFrame({"text": df[text_column], "label": df[label_column], ROW: df[ROW]})
+
+
 def labelled_rows(df: pd.DataFrame, path: str | Path, text_column: str, label_column: str,
                   drop_missing: bool) -> tuple[pd.DataFrame, dict]:
     """Keep the text and label columns as clean strings; rows missing either are an error
     (naming how many and where) unless drop_missing, in which case they are dropped and counted."""
     path = Path(path)
-    columns = [c for c in df.columns if c != ROW]
-    for role, name in (("text_column", text_column), ("label_column", label_column)):
-        if name not in columns:
-            raise UserError(f"{path}: no column {name!r} (data.{role}); columns found: {', '.join(map(str, columns))}")
-    out = pd.DataFrame({"text": df[text_column], "label": df[label_column], ROW: df[ROW]})
+    out = select_columns(df, path, text_column, label_column)
     blank_text, blank_label = _blank(out["text"]), _blank(out["label"])
     blank_line = blank_text & blank_label
     bad = blank_text | blank_label

@@ -74,6 +74,18 @@ def _per_class(split: dict) -> str:
     return _table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
 
 
+def _audit_section(run_dir: Path) -> list[str]:
+    path = run_dir / "audit.json"
+    if not path.is_file():
+        return ["<h2>Data audit</h2><p class='muted'>not run (audit.enabled=false)</p>"]
+    audit = json.loads(path.read_text())
+    rows = [[f["check"].replace("_", " "), f["severity"], f["count"], f["message"]] for f in audit["findings"]]
+    parts = ["<h2>Data audit</h2>", _table(["check", "severity", "count", "finding"], rows)]
+    if audit.get("fixes"):
+        parts.append(_table(["fix applied", "rows", "what"], [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
+    return parts
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Render RUN_DIR/report.html from results.json, metrics.jsonl and config.yaml."""
     import matplotlib
@@ -95,6 +107,7 @@ def write_report(run_dir: str | Path) -> Path:
         f"<b>{html.escape(results['method'])}</b> · {len(labels)} classes</p>",
         "<h2>Did fine-tuning help? (held-out test split)</h2>",
         _table(["model", "accuracy", "macro-F1", "log loss", "n"], compare),
+        *_audit_section(run_dir),
         "<h2>Training</h2>",
         _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],

@@ -36,6 +36,9 @@ class Task(Protocol):
     def load_data(self, cfg: RunConfig) -> TaskData:
         """Read and check the configured files; split when needed."""
 
+    def audit(self, cfg: RunConfig, data: TaskData) -> tuple[TaskData, dict]:
+        """Check the splits for leakage, duplicates, label errors...; apply the configured fixes."""
+
     def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
         """Build the pre-trained model with its head, and encode every split."""
 

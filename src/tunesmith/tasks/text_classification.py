@@ -69,6 +69,17 @@ class TextClassification:
         labels = check_label_sets(splits, files)
         return TaskData(splits=splits, labels=labels, data_report={"files": report})
 
+    def audit(self, cfg: RunConfig, data: TaskData) -> tuple[TaskData, dict]:
+        """Audit the splits, apply the configured fixes; the report records both."""
+        from tunesmith.data.audit import audit_splits
+        from tunesmith.data.clean import apply_fixes
+
+        report = audit_splits(data.splits, cfg.audit, seed=cfg.train.seed)
+        splits, report["fixes"] = apply_fixes(dict(data.splits), report, cfg.audit, cfg.train.seed)
+        labels = check_label_sets(splits, {"train": str(cfg.data.train), "validation": str(cfg.data.validation),
+                                           "test": str(cfg.data.test)})
+        return TaskData(splits=splits, labels=labels, data_report=data.data_report), report
+
     # -- model -----------------------------------------------------------------------------
     def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
@@ -103,7 +114,7 @@ class TextClassification:
         encoded = {name: self._encode(tokenizer, df, labels, max_length) for name, df in data.splits.items()}
 
         counts = data.splits["train"]["label"].value_counts()
-        if cfg.train.class_weights == "balanced":
+        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
             freq = np.array([counts.get(l, 0) for l in labels], dtype=np.float64)
             self.class_weight = torch.tensor(len(train_texts) / (len(labels) * freq), dtype=torch.float32)
         self.label_smoothing = cfg.train.label_smoothing
