@@ -52,7 +52,12 @@ def test_saved_model_loads_in_a_transformers_pipeline_with_label_names(tiny_mode
     assert [o["label"] for o in out] == ["pos", "neg"]
     ours = predict(r.path, texts)
     assert ours["label"].tolist() == ["pos", "neg"]
-    assert np.allclose(ours["probability"], [o["score"] for o in out], atol=1e-4)
+    # predict divides the logits by the temperature fitted on validation
+    t = json.loads((r.model_dir / "calibration.json").read_text())["temperature"]
+    # log of the pipeline's softmax is the logits up to a constant, so dividing it by t is enough
+    raw = [torch.log(torch.tensor([s["score"] for s in clf(x, top_k=None)])) for x in texts]
+    expected = [float(torch.softmax(lp / t, 0).max()) for lp in raw]
+    assert np.allclose(ours["probability"], expected, atol=1e-4)
 
 
 def test_linear_probe_trains_only_the_head(tiny_model, tiny_csv, tmp_path):

@@ -140,6 +140,71 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run folder."),
     typer.echo(f"wrote {n} predictions to {output}")
 
 
+@app.command("eval")
+def eval_(run_dir: Path = typer.Argument(..., help="A finished run folder."),
+          data: Path = typer.Option(..., "--data", help="Labelled CSV, TSV, JSONL or Parquet."),
+          text_column: Optional[str] = typer.Option(None, "--text-column", help="Default: the run's."),
+          label_column: Optional[str] = typer.Option(None, "--label-column", help="Default: the run's.")) -> None:
+    """Evaluate a saved run on new labelled data: metrics with intervals, calibration, drift warnings."""
+    from rich.console import Console
+
+    from tunesmith.evaluate.saved import eval_run
+
+    rep = eval_run(run_dir, data, text_column, label_column)
+    m = rep["metrics"]
+    console = Console()
+    for key in ("accuracy", "macro_f1"):
+        ci = m["ci"][key]
+        typer.echo(f"{key}: {m[key]:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] ({int(ci['level'] * 100)}% bootstrap, n={m['n']})")
+    typer.echo(f"expected calibration error: {rep['calibration']['ece_scaled']:.4f} "
+               f"(temperature {rep['calibration']['temperature']:.3f})")
+    for w in rep["drift"]["warnings"]:
+        console.print(f"[yellow]drift warning:[/] {w}")
+    typer.echo(f"report: {rep['path']}")
+
+
+runs_app = typer.Typer(no_args_is_help=True, help="List and compare run folders.")
+app.add_typer(runs_app, name="runs")
+
+
+def _runs_table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = ("run", "status", "model", "method", "train_sha", "accuracy", "macro_f1", "train_seconds")
+    for col in cols:
+        table.add_column(col.replace("_", " "), overflow="fold")
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in cols))
+    Console().print(table)
+
+
+@runs_app.command("list")
+def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder holding run folders.")) -> None:
+    """One line per run: model, method, data fingerprint, test metrics with intervals, wall time."""
+    from tunesmith.runs import list_runs
+
+    _runs_table(list_runs(root), f"runs in {root}")
+
+
+@runs_app.command("compare")
+def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run folders; the first is the reference.")) -> None:
+    """Side by side, with a paired bootstrap of test accuracy when the runs share a test split."""
+    from tunesmith.runs import compare_runs
+
+    if len(run_dirs) < 2:
+        raise UserError("runs compare: give at least two run folders")
+    out = compare_runs(run_dirs)
+    _runs_table(out["runs"], "runs")
+    for p in out["paired_accuracy"]:
+        if "difference" in p:
+            typer.echo(f"{p['b']} vs {p['a']}: accuracy {p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}], "
+                       f"p = {p['p_value']:.3f}: {p['verdict']}")
+        else:
+            typer.echo(f"{p['b']} vs {p['a']}: {p['verdict']}")
+
+
 @app.command()
 def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder.")) -> None:
     """Fine-tune the shipped MiniLM-L6 encoder on BBC News topics (a few minutes on a laptop CPU)."""

@@ -116,12 +116,30 @@ class AuditConfig(_Strict):
                                                                "the loss, or oversample training rows.")
 
 
+class EvalConfig(_Strict):
+    baselines: list[Literal["majority_class", "tfidf_logreg", "linear_probe", "zero_shot"]] = Field(
+        default_factory=lambda: ["majority_class", "tfidf_logreg", "linear_probe", "zero_shot"],
+        description="Baselines scored on the same test split: majority_class, tfidf_logreg (TF-IDF + logistic "
+                    "regression), linear_probe (logistic regression on frozen pre-trained embeddings), zero_shot "
+                    "(embedding similarity to the label names).")
+    probe_max_rows: int = Field(3000, gt=0, description="Training rows embedded for the linear-probe baseline "
+                                "(a seeded stratified sample above this).")
+    label_descriptions: dict[str, str] | None = Field(None, description="Text per label for zero-shot, e.g. "
+                                                      "{card_arrival: 'my card has not arrived'}. Default: the "
+                                                      "label name.")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for intervals and paired tests.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="Level of the bootstrap intervals.")
+    calibrate: bool = Field(True, description="Fit a temperature on validation; `predict` then uses it "
+                            "(probabilities change, the predicted label does not).")
+
+
 class RunConfig(_Strict):
     task: str = Field("text-classification", description="What to train: text-classification.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 

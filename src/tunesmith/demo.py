@@ -57,5 +57,6 @@ def demo_config(output_dir: str | Path = "runs"):
         "train": {"method": "full", "epochs": 1, "batch_size": 16, "learning_rate": 1e-4, "eval_batch_size": 64},
         # The corpus holds a few duplicated articles; the audit removes those that would leak into test.
         "audit": {"on_issue": "fix"},
+        "eval": {"probe_max_rows": 800},  # keeps the demo's frozen-encoder baseline to ~20 s on a laptop CPU
         "output_dir": str(output_dir),
     }, source="demo")

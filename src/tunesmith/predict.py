@@ -1,22 +1,24 @@
 """Predict labels with a finished run's model: `predict(run_dir, texts)` and the `predict` command."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from tunesmith.errors import UserError
 
 
-def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
-    """Label and probability for each text, from RUN_DIR/model."""
+def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, list[str], float]:
+    """Raw logits of RUN_DIR/model for each text, the label names, and the saved calibration temperature."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
-    from tunesmith.run import load_run
+    from tunesmith.run import CALIBRATION, load_run
 
     quiet_hf()
     run = load_run(run_dir)
@@ -24,17 +26,27 @@ def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> 
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
-    max_length = run.config.model.max_length
-    labels, probs = [], []
+    calibration = run.model_dir / CALIBRATION
+    temperature = json.loads(calibration.read_text())["temperature"] if calibration.is_file() else 1.0
+    out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             chunk = [str(t) for t in texts[start:start + batch_size]]
-            enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            p = model(**enc).logits.float().softmax(-1)
-            conf, idx = p.max(-1)
-            labels += [model.config.id2label[int(i)] for i in idx]
-            probs += conf.tolist()
-    return pd.DataFrame({"label": labels, "probability": [round(p, 6) for p in probs]})
+            enc = tokenizer(chunk, truncation=True, max_length=run.config.model.max_length, padding=True,
+                            return_tensors="pt")
+            out.append(model(**enc).logits.float().numpy())
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    logits = np.concatenate(out) if out else np.zeros((0, len(labels)), dtype=np.float32)
+    return logits, labels, temperature
+
+
+def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
+    """Label and calibrated probability for each text, from RUN_DIR/model."""
+    from tunesmith.evaluate.metrics import softmax
+
+    logits, labels, temperature = run_logits(run_dir, texts, batch_size)
+    probs = softmax(logits / temperature)
+    return pd.DataFrame({"label": [labels[i] for i in probs.argmax(1)], "probability": probs.max(1).round(6)})
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path,

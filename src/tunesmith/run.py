@@ -23,6 +23,7 @@ from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 
 STATUS = "status.json"
+CALIBRATION = "calibration.json"  # in model/: the temperature `predict` divides the logits by
 DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2}
 
 
@@ -140,6 +141,7 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool):
     On resume, the cleaned splits must be the ones the run started with."""
     from tunesmith.data.audit import gate
 
+    report = None
     if cfg.audit.enabled:
         data, report = task.audit(cfg, data)
         if main:
@@ -152,14 +154,14 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool):
             if saved.get(name, {}).get("sha256") != fp["sha256"]:
                 raise UserError(f"{run_dir}: the {name} split differs from the one this run started with "
                                 "(data files or audit settings changed); start a new run instead of resuming")
-    return data, splits
+    return data, splits, report
 
 
 def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks) -> Run:
     from accelerate.utils import set_seed
 
-    from tunesmith.evaluate.baselines import majority_class
     from tunesmith.evaluate.metrics import headline
+    from tunesmith.evaluate.model_card import write_model_card
     from tunesmith.evaluate.report import write_report
     from tunesmith.models import quiet_hf
     from tunesmith.train.loop import predict_logits, train_loop
@@ -170,7 +172,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         _mark(run_dir, "running")
         if not resuming:
             save_config(cfg, run_dir / "config.yaml")  # replaced by the resolved config below
-    data, splits = _audit(cfg, task, data, run_dir, main, resuming)
+    data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or DEFAULT_LR[cfg.train.method]
@@ -179,13 +181,23 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     resolved = cfg.model_copy(deep=True)
     resolved.train.epochs, resolved.train.learning_rate = epochs, lr
     resolved.model.max_length = prepared.resolved["max_length"]
+    if main and audit_report is not None and "truncated_share" in prepared.resolved:
+        # the model's token limit is known only now: add what it truncates to the length check
+        lengths = next(f for f in audit_report["findings"] if f["check"] == "lengths")
+        lengths["truncated_share"] = prepared.resolved["truncated_share"]
+        lengths["message"] += (f"; {prepared.resolved['truncated_share']:.1%} of training texts exceed "
+                               f"max_length {prepared.resolved['max_length']} tokens and are truncated")
+        atomic_write_json(run_dir / "audit.json", audit_report)
     if main and not resuming:
         save_config(resolved, run_dir / "config.yaml")
         atomic_write_json(run_dir / "splits.json", splits)
         atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
+        train = data.splits["train"]
+        profile = {"label_counts": {str(k): int(v) for k, v in train["label"].value_counts().items()},
+                   "median_words": float(train["text"].astype(str).str.split().str.len().median())}
         atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
                                                          "split_rows": {k: len(v) for k, v in data.splits.items()},
-                                                         **prepared.resolved})
+                                                         "train_profile": profile, **prepared.resolved})
     accelerator.wait_for_everyone()
 
     def evaluate(model) -> dict:
@@ -196,32 +208,55 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     result = train_loop(task, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
                         evaluate, cfg.train, epochs, lr, run_dir, accelerator, resume=resuming, callbacks=callbacks)
     model = prepared.model
-    scores, test_logits = {}, None
-    for split in ("validation", "test"):
-        logits, y = predict_logits(model, prepared.encoded[split], prepared.collate, cfg.train.eval_batch_size,
-                                   accelerator, task.logits)
-        scores[split] = task.metrics(y, logits, data.labels)
-        if split == "test":
-            test_logits, test_y = logits, y
-    train_y = [ex["labels"] for ex in prepared.encoded["train"]]
-    results = {
-        "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": data.labels,
-        "validation": scores["validation"], "test": scores["test"],
-        "baselines": {"majority_class": {"test": majority_class(train_y, test_y, data.labels)}},
-        "training": {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
-                     "epochs_planned": epochs, "best_step": result.best_step,
-                     "best_validation_" + cfg.train.metric_for_best: result.best_metric,
-                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
-                     "train_samples_per_second": round(result.samples_per_second, 2)},
-    }
-    if main:
+    logits, ys = {}, {}
+    train_view = prepared.encoded["train"][:: max(1, len(prepared.encoded["train"]) // 2000)]  # <= ~2000 rows
+    for split, examples in (("train", train_view), ("validation", prepared.encoded["validation"]),
+                            ("test", prepared.encoded["test"])):
+        logits[split], ys[split] = predict_logits(model, examples, prepared.collate, cfg.train.eval_batch_size,
+                                                  accelerator, task.logits)
+    training = {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
+                "epochs_planned": epochs, "best_step": result.best_step,
+                "best_validation_" + cfg.train.metric_for_best: result.best_metric,
+                "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
+                "train_samples_per_second": round(result.samples_per_second, 2)}
+    results: dict = {}
+    if main:  # baselines and statistics are computed once, by the main process
+        results = _evaluate(cfg, task, data, prepared, logits, ys, training, run_dir)
         task.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
-        _write_predictions(run_dir / "test_predictions.csv", data.splits["test"], test_logits, data.labels)
+        temperature = results.get("calibration", {}).get("temperature", 1.0)
+        atomic_write_json(run_dir / "model" / CALIBRATION, {"temperature": temperature})
+        _write_predictions(run_dir / "test_predictions.csv", data.splits["test"], logits["test"] / temperature,
+                           data.labels)
         atomic_write_json(run_dir / "results.json", results)
+        write_model_card(run_dir)
         write_report(run_dir)
-        _mark(run_dir, "completed", test=headline(scores["test"]))
+        _mark(run_dir, "completed", test=headline(results["test"]))
     accelerator.wait_for_everyone()
     return Run(run_dir, resolved, "completed", results)
+
+
+def _evaluate(cfg, task, data, prepared, logits: dict, ys: dict, training: dict, run_dir: Path) -> dict:
+    from tunesmith.evaluate.evaluation import calibrate, compare, error_analysis, overfitting_watch, scored
+
+    labels, seed = data.labels, cfg.train.seed
+    base = task.baselines(cfg, data, prepared)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    validation = scored(ys["validation"], logits["validation"], labels, cfg.eval, seed)
+    train_metrics = task.metrics(ys["train"], logits["train"], labels)
+    results = {
+        "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
+        "validation": validation, "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),
+        "baselines": {name: {"test": scored(ys["test"], b, labels, cfg.eval, seed)} for name, b in base.items()},
+        "comparison": compare(ys["test"], logits["test"], base, len(labels), cfg.eval, seed),
+        "training": training,
+        "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
+                                         training["best_step"]),
+        "error_analysis": error_analysis(data.splits["test"]["text"].astype(str).tolist(), ys["test"],
+                                         logits["test"], labels),
+    }
+    if cfg.eval.calibrate:
+        results["calibration"] = calibrate(logits["validation"], ys["validation"], logits["test"], ys["test"])
+    return results
 
 
 def _write_predictions(path: Path, df, logits, labels: list[str]) -> None:

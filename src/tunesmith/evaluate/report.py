@@ -74,6 +74,47 @@ def _per_class(split: dict) -> str:
     return _table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
 
 
+def _with_ci(m: dict, key: str) -> str:
+    ci = m.get("ci", {}).get(key)
+    return f"{m[key]:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]" if ci else f"{m[key]:.4f}"
+
+
+def _verdict(comp: dict) -> list[str]:
+    if not comp:
+        return []
+    a = comp["accuracy"]
+    return [f"<p class='verdict'>Against the best baseline (<b>{html.escape(comp['best_baseline'])}</b>), accuracy "
+            f"differs by {a['difference']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}], paired bootstrap p = "
+            f"{a['p_value']:.3f}: <b>{html.escape(a['verdict'])}</b>.</p>"]
+
+
+def _calibration(cal: dict | None) -> list[str]:
+    if not cal:
+        return []
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for key, name in (("bins", "raw"), ("bins_scaled", f"T = {cal['temperature']:.2f}")):
+        bins = cal["test"][key]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=name)
+    ax.set_xlabel("confidence"), ax.set_ylabel("accuracy"), ax.set_title("reliability (test)"), ax.legend()
+    t = cal["test"]
+    return ["<h2>Calibration</h2>",
+            f"<p>Temperature {cal['temperature']:.3f} fitted on validation. Test expected calibration error "
+            f"{t['ece']:.4f} before, {t['ece_scaled']:.4f} after scaling.</p>", _png(fig)]
+
+
+def _errors(err: dict | None) -> list[str]:
+    if not err:
+        return []
+    return ["<h2>Error analysis (test)</h2><h3>Most confused label pairs</h3>",
+            _table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in err["confused_pairs"]]),
+            "<h3>Highest-loss examples</h3>",
+            _table(["text", "true", "predicted", "confidence"],
+                   [[e["text"], e["true"], e["predicted"], e["confidence"]] for e in err["highest_loss"]])]
+
+
 def _audit_section(run_dir: Path) -> list[str]:
     path = run_dir / "audit.json"
     if not path.is_file():
@@ -97,24 +138,29 @@ def write_report(run_dir: str | Path) -> Path:
     config = (run_dir / "config.yaml").read_text()
     labels, test, val = results["labels"], results["test"], results["validation"]
     tr = results["training"]
-    compare = [["fine-tuned (" + results["method"] + ")", test["accuracy"], test["macro_f1"], test["loss"], test["n"]]]
+    compare = [[f"fine-tuned ({results['method']})", _with_ci(test, "accuracy"), _with_ci(test, "macro_f1"),
+                test["loss"], test["n"]]]
     for name, b in results["baselines"].items():
-        compare.append([name.replace("_", " "), b["test"]["accuracy"], b["test"]["macro_f1"], b["test"]["loss"],
-                        b["test"]["n"]])
+        compare.append([name.replace("_", " "), _with_ci(b["test"], "accuracy"), _with_ci(b["test"], "macro_f1"),
+                        b["test"]["loss"], b["test"]["n"]])
     parts = [
         f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>",
         f"<p>{html.escape(results['task'])} · model <b>{html.escape(results['model'])}</b> · method "
         f"<b>{html.escape(results['method'])}</b> · {len(labels)} classes</p>",
-        "<h2>Did fine-tuning help? (held-out test split)</h2>",
-        _table(["model", "accuracy", "macro-F1", "log loss", "n"], compare),
+        "<h2 id='comparison'>Did fine-tuning help? (held-out test split)</h2>",
+        _table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
+        *_verdict(results.get("comparison") or {}),
         *_audit_section(run_dir),
         "<h2>Training</h2>",
         _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
                  tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]]),
+        f"<p>{html.escape(results.get('overfitting', {}).get('summary', ''))}</p>",
         "<h3>Learning curves</h3>", _curves(records),
+        *_calibration(results.get("calibration")),
         "<h2>Confusion matrices</h2>", _confusion(test["confusion"], labels, "test"),
         _confusion(val["confusion"], labels, "validation"),
+        *_errors(results.get("error_analysis")),
         "<h2>Per-class scores: test</h2>", _per_class(test),
         "<h2>Per-class scores: validation</h2>", _per_class(val),
         "<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>",

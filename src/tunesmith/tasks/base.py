@@ -51,5 +51,8 @@ class Task(Protocol):
     def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
         """Scores of a split from its logits."""
 
+    def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
+        """Test-split logits of each configured baseline."""
+
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
         """Write the final model in its ecosystem's format."""

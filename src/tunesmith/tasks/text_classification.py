@@ -145,5 +145,32 @@ class TextClassification:
     def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
         return classification_metrics(y_true, logits, labels)
 
+    def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
+        """Test-split logits of each configured baseline (see tunesmith.evaluate.baselines)."""
+        from tunesmith.evaluate import baselines as B
+        from tunesmith.models.embed import embed_texts
+
+        names, labels = cfg.eval.baselines, data.labels
+        index = {l: i for i, l in enumerate(labels)}
+        train, test = data.splits["train"], data.splits["test"]
+        train_y = train["label"].map(index).to_numpy()
+        test_texts = test["text"].astype(str).tolist()
+        out: dict[str, np.ndarray] = {}
+        if "majority_class" in names:
+            out["majority_class"] = B.majority_class(train_y, len(test), len(labels))
+        if "tfidf_logreg" in names:
+            out["tfidf_logreg"] = B.tfidf_logreg(train["text"].astype(str).tolist(), train_y, test_texts, len(labels))
+        if {"linear_probe", "zero_shot"} & set(names):
+            source, max_length = prepared.resolved["model_source"], prepared.resolved["max_length"]
+            test_emb = embed_texts(source, test_texts, max_length)
+            if "linear_probe" in names:
+                sample = _sample_stratified(train, cfg.eval.probe_max_rows, cfg.train.seed)
+                emb = embed_texts(source, sample["text"].astype(str).tolist(), max_length)
+                out["linear_probe"] = B.linear_probe(emb, sample["label"].map(index).to_numpy(), test_emb, len(labels))
+            if "zero_shot" in names:
+                phrases = [B.label_phrase(l, cfg.eval.label_descriptions) for l in labels]
+                out["zero_shot"] = B.zero_shot(test_emb, embed_texts(source, phrases, max_length))
+        return out
+
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
         save_model(model, prepared.preprocessor, folder)
