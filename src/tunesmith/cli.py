@@ -26,16 +26,25 @@ def _summary(run) -> None:
     from rich.table import Table
 
     res = run.results
-    table = Table(title="held-out test split")
+
+    def cell(m: dict, key: str) -> str:
+        ci = m.get("ci", {}).get(key)
+        return f"{m[key]:.4f} [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else f"{m[key]:.4f}"
+
+    table = Table(title="held-out test split (95% bootstrap intervals)")
     for col in ("model", "accuracy", "macro-F1", "n"):
         table.add_column(col)
-    table.add_row(f"fine-tuned ({res['method']})", f"{res['test']['accuracy']:.4f}", f"{res['test']['macro_f1']:.4f}",
+    table.add_row(f"fine-tuned ({res['method']})", cell(res["test"], "accuracy"), cell(res["test"], "macro_f1"),
                   str(res["test"]["n"]))
     for name, b in res["baselines"].items():
-        table.add_row(name.replace("_", " "), f"{b['test']['accuracy']:.4f}", f"{b['test']['macro_f1']:.4f}",
+        table.add_row(name.replace("_", " "), cell(b["test"], "accuracy"), cell(b["test"], "macro_f1"),
                       str(b["test"]["n"]))
-    console = Console()
-    console.print(table)
+    Console().print(table)
+    comp = res.get("comparison")
+    if comp:
+        a = comp["accuracy"]
+        typer.echo(f"vs best baseline ({comp['best_baseline']}): accuracy {a['difference']:+.4f} "
+                   f"[{a['low']:+.4f}, {a['high']:+.4f}], p = {a['p_value']:.3f}: {a['verdict']}")
     tr = res["training"]
     typer.echo(f"trained {tr['global_step']} steps in {tr['train_seconds']:.0f} s "
                f"({tr['train_samples_per_second']:.1f} samples/s)")

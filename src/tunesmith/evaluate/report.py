@@ -10,8 +10,8 @@ from pathlib import Path
 from tunesmith.io import atomic_write_text
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
 .good{color:#070}.muted{color:#777}"""
 
 
@@ -60,8 +60,13 @@ def _confusion(matrix: list[list[int]], labels: list[str], title: str) -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td{_num(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _num(value) -> str:
+    return " class='num'" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _fmt(value) -> str:
