@@ -13,7 +13,8 @@ from tunesmith.errors import UserError
 from tunesmith.run import fine_tune, load_run
 
 RUN_FILES = {"config.yaml", "splits.json", "environment.json", "data_report.json", "metrics.jsonl", "results.json",
-             "test_predictions.csv", "report.html", "status.json", "checkpoints", "model", "audit.json"}
+             "test_predictions.csv", "validation_predictions.csv", "report.html", "status.json", "checkpoints",
+             "model", "audit.json"}
 
 
 def run(tiny_model, tiny_csv, tmp_path, **train):

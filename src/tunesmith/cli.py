@@ -130,6 +130,34 @@ def _audit_table(report: dict) -> None:
 
 
 @app.command()
+def tune(config: Path = typer.Argument(..., help="YAML config with a tune: section."),
+         overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+         trials: Optional[int] = typer.Option(None, "--trials", help="Finished trials in the study (all workers)."),
+         timeout: Optional[str] = typer.Option(None, "--timeout", help="This worker's budget: 90s, 20m, 2h."),
+         storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL shared by all workers."),
+         study: Optional[str] = typer.Option(None, "--study", help="Study name (and folder)."),
+         final: bool = typer.Option(True, "--final/--no-final", help="Train the best configuration once more "
+                                    "and score it on test (the only use of the test split).")) -> None:
+    """Hyperparameter search (grid, random, TPE; median, ASHA, Hyperband pruning) on Optuna.
+    Start the same command on several machines with one --storage to share the trials."""
+    from tunesmith.tune.search import tune as run_study
+
+    result = run_study(config, overrides or [], n_trials=trials, timeout=timeout, storage=storage,
+                       study_name=study, final_run=final)
+    s = result.summary
+    typer.echo(f"study {s['study']}: {s['trials']}")
+    typer.echo(f"best trial {s['best']['number']}: validation {s['metric']} {s['best']['value']:.4f} "
+               f"with {s['best']['params']}")
+    gain = s.get("gain_over_defaults") or {}
+    if "low" in gain:
+        typer.echo(f"gain over the configuration as written: {gain['difference']:+.4f} "
+                   f"[{gain['low']:+.4f}, {gain['high']:+.4f}]: {gain['verdict']}")
+    if result.final_run:
+        typer.echo(f"final run (scored on test): {result.final_run}")
+    typer.echo(f"report: {result.path / 'report.html'}")
+
+
+@app.command()
 def predict(run_dir: Path = typer.Argument(..., help="A finished run folder."),
             input: Optional[Path] = typer.Option(None, "--input", help="CSV, TSV, JSONL or Parquet with texts."),
             output: Optional[Path] = typer.Option(None, "--output", help="Where to write predictions (CSV)."),

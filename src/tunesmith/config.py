@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import UserError
 
@@ -131,6 +131,51 @@ class EvalConfig(_Strict):
     confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="Level of the bootstrap intervals.")
     calibrate: bool = Field(True, description="Fit a temperature on validation; `predict` then uses it "
                             "(probabilities change, the predicted label does not).")
+    test: bool = Field(True, description="Score the test split and the baselines. Search trials set this to "
+                       "false: the test split is used once, by the study's final run.")
+
+
+class ParamSpec(_Strict):
+    type: Literal["float", "int", "categorical"] = Field(..., description="Kind of parameter.")
+    low: float | None = Field(None, description="Lower bound (float, int).")
+    high: float | None = Field(None, description="Upper bound (float, int).")
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    step: float | None = Field(None, description="Grid step (int; float for the grid sampler).")
+    choices: list[Any] | None = Field(None, description="Values to choose from (categorical).")
+    when: dict[str, Any] | None = Field(None, description="Only sample this parameter when earlier parameters "
+                                        "take these values, e.g. {train.method: lora}.")
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty(cls, value):
+        if value is not None and not value:
+            raise ValueError("expected at least one choice")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ParamSpec":
+        if self.type == "categorical" and not self.choices:
+            raise ValueError("a categorical parameter needs choices")
+        if self.type != "categorical" and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        return self
+
+
+class TuneConfig(_Strict):
+    space: dict[str, ParamSpec] = Field(default_factory=dict, description="Search space: config keys (such as "
+                                        "train.learning_rate) to parameter specs.")
+    sampler: Literal["grid", "random", "tpe"] = Field("tpe", description="grid, random, or tpe (Bayesian).")
+    pruner: Literal["none", "median", "asha", "hyperband"] = Field("asha", description="Stop bad trials early "
+                                                                   "from their per-evaluation validation scores.")
+    metric: Literal["accuracy", "macro_f1", "loss"] = Field("macro_f1", description="Validation metric to "
+                                                            "optimise (loss is minimised, the others maximised).")
+    n_trials: int | None = Field(20, gt=0, description="Finished trials (complete or pruned) in the study, "
+                                 "counted across all workers.")
+    timeout: str | None = Field(None, description="Wall-clock budget of this worker, e.g. 90s, 20m, 2h.")
+    storage: str | None = Field(None, description="SQLAlchemy URL of the study storage. Default: SQLite in the "
+                                "study folder; PostgreSQL lets workers on several machines share a study.")
+    study_name: str | None = Field(None, description="Study name (and folder). Default: <run_name or task>-study.")
+    seed: int = Field(0, description="Sampler seed.")
 
 
 class RunConfig(_Strict):
@@ -140,6 +185,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 

@@ -210,8 +210,10 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     model = prepared.model
     logits, ys = {}, {}
     train_view = prepared.encoded["train"][:: max(1, len(prepared.encoded["train"]) // 2000)]  # <= ~2000 rows
-    for split, examples in (("train", train_view), ("validation", prepared.encoded["validation"]),
-                            ("test", prepared.encoded["test"])):
+    splits_to_score = [("train", train_view), ("validation", prepared.encoded["validation"])]
+    if cfg.eval.test:
+        splits_to_score.append(("test", prepared.encoded["test"]))
+    for split, examples in splits_to_score:
         logits[split], ys[split] = predict_logits(model, examples, prepared.collate, cfg.train.eval_batch_size,
                                                   accelerator, task.logits)
     training = {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
@@ -225,12 +227,14 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         task.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
         temperature = results.get("calibration", {}).get("temperature", 1.0)
         atomic_write_json(run_dir / "model" / CALIBRATION, {"temperature": temperature})
-        _write_predictions(run_dir / "test_predictions.csv", data.splits["test"], logits["test"] / temperature,
-                           data.labels)
+        for split in ("validation", "test") if cfg.eval.test else ("validation",):
+            _write_predictions(run_dir / f"{split}_predictions.csv", data.splits[split], logits[split] / temperature,
+                               data.labels)
         atomic_write_json(run_dir / "results.json", results)
-        write_model_card(run_dir)
-        write_report(run_dir)
-        _mark(run_dir, "completed", test=headline(results["test"]))
+        if cfg.eval.test:
+            write_model_card(run_dir)
+            write_report(run_dir)
+        _mark(run_dir, "completed", **({"test": headline(results["test"])} if cfg.eval.test else {}))
     accelerator.wait_for_everyone()
     return Run(run_dir, resolved, "completed", results)
 
@@ -239,23 +243,27 @@ def _evaluate(cfg, task, data, prepared, logits: dict, ys: dict, training: dict,
     from tunesmith.evaluate.evaluation import calibrate, compare, error_analysis, overfitting_watch, scored
 
     labels, seed = data.labels, cfg.train.seed
-    base = task.baselines(cfg, data, prepared)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     validation = scored(ys["validation"], logits["validation"], labels, cfg.eval, seed)
     train_metrics = task.metrics(ys["train"], logits["train"], labels)
     results = {
         "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
-        "validation": validation, "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),
-        "baselines": {name: {"test": scored(ys["test"], b, labels, cfg.eval, seed)} for name, b in base.items()},
-        "comparison": compare(ys["test"], logits["test"], base, len(labels), cfg.eval, seed),
-        "training": training,
+        "validation": validation, "training": training,
         "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
                                          training["best_step"]),
-        "error_analysis": error_analysis(data.splits["test"]["text"].astype(str).tolist(), ys["test"],
-                                         logits["test"], labels),
     }
     if cfg.eval.calibrate:
-        results["calibration"] = calibrate(logits["validation"], ys["validation"], logits["test"], ys["test"])
+        results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"), ys.get("test"))
+    if not cfg.eval.test:
+        return results
+    base = task.baselines(cfg, data, prepared)
+    results.update({
+        "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),
+        "baselines": {name: {"test": scored(ys["test"], b, labels, cfg.eval, seed)} for name, b in base.items()},
+        "comparison": compare(ys["test"], logits["test"], base, len(labels), cfg.eval, seed),
+        "error_analysis": error_analysis(data.splits["test"]["text"].astype(str).tolist(), ys["test"],
+                                         logits["test"], labels),
+    })
     return results
 
 

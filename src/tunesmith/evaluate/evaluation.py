@@ -66,8 +66,11 @@ def overfitting_watch(records: list[dict], train_metrics: dict, validation: dict
             "summary": text}
 
 
-def calibrate(val_logits: np.ndarray, val_y: np.ndarray, test_logits: np.ndarray, test_y: np.ndarray) -> dict:
-    """Temperature fitted on validation only; its effect reported on both splits."""
+def calibrate(val_logits: np.ndarray, val_y: np.ndarray, test_logits: np.ndarray | None = None,
+              test_y: np.ndarray | None = None) -> dict:
+    """Temperature fitted on validation only; its effect reported on validation and (if scored) test."""
     t = fit_temperature(val_logits, val_y)
-    return {"temperature": t, "validation": calibration_report(val_logits, val_y, t),
-            "test": calibration_report(test_logits, test_y, t)}
+    out = {"temperature": t, "validation": calibration_report(val_logits, val_y, t)}
+    if test_logits is not None:
+        out["test"] = calibration_report(test_logits, test_y, t)
+    return out

@@ -155,6 +155,8 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
     def run_eval() -> None:
         metrics = evaluate(model)
         score = metrics[cfg.metric_for_best]
+        state["evals"] = state.get("evals", 0) + 1
+        state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         log.write({"type": "eval", "split": "validation", "step": state["global_step"],
                    "epoch": round(state["global_step"] / steps_per_epoch, 4),
                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})

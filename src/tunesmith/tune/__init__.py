@@ -1,0 +1,1 @@
+"""Tuning stage: hyperparameter search on Optuna (samplers, pruners, shared RDB storage)."""

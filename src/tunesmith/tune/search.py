@@ -1,0 +1,206 @@
+"""`tune(config)`: a budgeted, pruned Optuna study whose trials are ordinary run folders.
+
+Trials never touch the test split (`eval.test=false`); when the budget is spent, the best
+configuration is trained once more as the study's final run, which scores test, the baselines
+and intervals. Trials report validation scores after every evaluation, so pruners can stop them.
+Any number of workers may run the same command against one storage: they share the trials.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from tunesmith.config import RunConfig, build_config, load_config
+from tunesmith.errors import UserError
+from tunesmith.io import atomic_write_json
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    storage: str
+    best: dict
+    final_run: Path | None
+    summary: dict
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '20m', '2h' or a number of seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise UserError(f"tune.timeout = {text!r}: expected a duration such as 90s, 20m or 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _sampler(cfg: RunConfig):
+    import optuna
+
+    from tunesmith.tune.space import grid
+
+    t = cfg.tune
+    if t.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(t.space), seed=t.seed)
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=t.seed)
+    return optuna.samplers.TPESampler(seed=t.seed)
+
+
+def _pruner(cfg: RunConfig, max_evals: int):
+    import optuna
+
+    return {"none": lambda: optuna.pruners.NopPruner(),
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_evals),
+                                                                reduction_factor=3)}[cfg.tune.pruner]()
+
+
+def _storage(url: str):
+    import warnings
+
+    import optuna
+
+    # heartbeats let a restarted worker fail the trials a killed worker left running
+    warnings.filterwarnings("ignore", message=".*heartbeat_interval.*", category=optuna.exceptions.ExperimentalWarning)
+
+    if url.startswith("sqlite"):
+        # Several workers write one SQLite file: wait for locks instead of failing at once.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                          heartbeat_interval=30, grace_period=120)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+
+
+def _open_study(name: str, storage, direction: str, sampler, pruner):
+    import optuna
+
+    for attempt in range(5):  # two workers starting together may race to create the study
+        try:
+            return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                       pruner=pruner, load_if_exists=True)
+        except Exception:  # noqa: BLE001 - IntegrityError from the race; the next attempt loads it
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials: int | None = None,
+         timeout: str | None = None, storage: str | None = None, study_name: str | None = None,
+         final_run: bool = True) -> Study:
+    """Run (or join, or resume) a study; returns the best configuration and the final run."""
+    import optuna
+
+    from tunesmith.run import fine_tune
+    from tunesmith.tune.space import check_space, overrides as to_overrides, suggest
+
+    base = config if isinstance(config, RunConfig) else load_config(config, list(overrides))
+    if isinstance(config, RunConfig) and overrides:
+        base = build_config(config.model_dump(mode="json"), list(overrides))
+    t = base.tune
+    if not t.space:
+        raise UserError("tune.space is empty: list the config keys to search, e.g. train.learning_rate: "
+                        "{type: float, low: 1e-5, high: 1e-3, log: true}")
+    check_space(t.space)
+    name = study_name or t.study_name or f"{base.run_name or base.task}-study"
+    study_dir = Path(base.output_dir) / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or t.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    budget = n_trials if n_trials is not None else t.n_trials
+    seconds = parse_duration(timeout if timeout is not None else t.timeout)
+    if not budget and not seconds:
+        raise UserError("tune: give a budget: tune.n_trials and/or tune.timeout")
+    direction = "minimize" if t.metric == "loss" else "maximize"
+    max_evals = base.train.epochs or 5
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(name, _storage(url), direction, _sampler(base), _pruner(base, max_evals))
+    if not study.trials:
+        # trial 0 is the configuration the user wrote: the search must say what it bought over it
+        study.enqueue_trial(_defaults(base), user_attrs={"defaults": True}, skip_if_exists=True)
+
+    def objective(trial) -> float:
+        values = suggest(trial, t.space)
+        trial_cfg = build_config(base.model_dump(mode="json"), [
+            *to_overrides(values), f"output_dir={study_dir}", f"run_name=trial-{trial.number:04d}",
+            f"train.metric_for_best={t.metric}", "eval.test=false"])
+
+        def report(state: dict) -> None:
+            evals = state.get("evals", 0)
+            if evals and evals != report.last:
+                report.last = evals
+                trial.report(state["last_eval"][t.metric], evals)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after evaluation {evals}")
+
+        report.last = 0
+        trial.set_user_attr("run_dir", str(study_dir / f"trial-{trial.number:04d}"))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            run = fine_tune(trial_cfg, callbacks=[report])
+        except optuna.TrialPruned:
+            atomic_write_json(study_dir / f"trial-{trial.number:04d}" / "status.json", {"status": "pruned"})
+            raise
+        return run.results["training"][f"best_validation_{t.metric}"]
+
+    stop = optuna.study.MaxTrialsCallback(budget, states=(optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED)) if budget else None
+    study.optimize(objective, timeout=seconds,
+                   callbacks=[stop] if stop else [], catch=(UserError,))
+    return _finish(study, base, study_dir, url, final_run)
+
+
+def _defaults(cfg: RunConfig) -> dict[str, Any]:
+    """The values the un-searched config has for each searched key (where they are in range)."""
+    data = cfg.model_dump(mode="json")
+    out = {}
+    for key, spec in cfg.tune.space.items():
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        if spec.type == "categorical" and node in spec.choices:
+            out[key] = node
+        elif spec.type != "categorical" and spec.low <= node <= spec.high:
+            out[key] = node
+    return out
+
+
+def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool) -> Study:
+    import optuna
+
+    from tunesmith.run import fine_tune
+    from tunesmith.tune.report import write_study_report
+    from tunesmith.tune.space import overrides as to_overrides
+
+    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise UserError(f"study {study.study_name}: no trial completed; see the trial folders in {study_dir}")
+    best = study.best_trial
+    final = None
+    if final_run:
+        final_cfg = build_config(base.model_dump(mode="json"), [
+            *to_overrides(best.params), f"output_dir={study_dir}", "run_name=final",
+            f"train.metric_for_best={base.tune.metric}"])
+        if (study_dir / "final" / "status.json").is_file():
+            final = study_dir / "final"
+        else:
+            final = fine_tune(final_cfg).path
+    summary = {
+        "study": study.study_name, "storage": url, "metric": base.tune.metric, "direction": study.direction.name,
+        "sampler": base.tune.sampler, "pruner": base.tune.pruner,
+        "trials": {s.name.lower(): sum(1 for tr in study.trials if tr.state == s) for s in optuna.trial.TrialState},
+        "best": {"number": best.number, "value": best.value, "params": best.params,
+                 "run_dir": best.user_attrs.get("run_dir")},
+        "trial_evaluations": sum(len(tr.intermediate_values) for tr in study.trials),
+        "final_run": str(final) if final else None,
+    }
+    write_study_report(study, study_dir, summary)  # adds the gain over the default configuration
+    atomic_write_json(study_dir / "study.json", summary)
+    return Study(study_dir, study.study_name, url, summary["best"], final, summary)

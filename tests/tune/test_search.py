@@ -1,0 +1,132 @@
+"""Hyperparameter search on the tiny model: samplers, pruners, conditional space, shared and resumed studies."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import make_rows, tiny_config
+from tunesmith.config import build_config
+from tunesmith.errors import UserError
+from tunesmith.tune.search import tune
+
+LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+
+
+def study_config(tiny_model, tmp_path, space=None, **tune_settings) -> dict:
+    train = tmp_path / "train.csv"
+    if not train.exists():
+        make_rows(160, seed=1).to_csv(train, index=False)
+    cfg = tiny_config(tiny_model, train, tmp_path / "runs", epochs=2)
+    cfg["audit"] = {"label_errors": False}
+    cfg["eval"] = {"baselines": ["majority_class"], "bootstrap_resamples": 200}
+    cfg["tune"] = {"space": space or {"train.learning_rate": LR}, "n_trials": 3, **tune_settings}
+    return cfg
+
+
+def states(study_dir) -> list[str]:
+    return [json.loads((p / "status.json").read_text())["status"] for p in sorted(study_dir.glob("trial-*"))]
+
+
+@pytest.mark.parametrize("sampler, pruner", [("grid", "none"), ("random", "median"), ("tpe", "asha"),
+                                             ("random", "hyperband")])
+def test_each_sampler_and_pruner_runs(tiny_model, tmp_path, sampler, pruner):
+    space = {"train.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-3, "step": 1e-3}} \
+        if sampler == "grid" else None
+    res = tune(build_config(study_config(tiny_model, tmp_path, space, sampler=sampler, pruner=pruner)))
+    assert res.summary["trials"]["complete"] + res.summary["trials"]["pruned"] == 3
+    assert res.summary["sampler"] == sampler and res.summary["pruner"] == pruner
+    for trial in res.path.glob("trial-*"):
+        results = trial / "results.json"
+        if results.exists():
+            assert "test" not in json.loads(results.read_text())  # trials never see the test split
+    final = json.loads((res.final_run / "results.json").read_text())
+    assert "test" in final and "baselines" in final
+    # the final run reproduces the best trial: same config, same seed, same validation score
+    assert final["training"]["best_validation_macro_f1"] == pytest.approx(res.best["value"], abs=1e-9)
+    html = (res.path / "report.html").read_text()
+    assert "Optimisation history" in html and "Gain over the default configuration" in html
+    if sampler == "grid":
+        study = optuna.load_study(study_name=res.name, storage=res.storage)
+        assert {round(t.params["train.learning_rate"], 6) for t in study.trials} <= {0.001, 0.002, 0.003}
+
+
+def test_pruned_trials_are_marked_pruned(tiny_model, tmp_path):
+    # trial 0 is the written config (lr 3e-3, learns); the others draw tiny learning rates and learn nothing
+    space = {"train.learning_rate": {"type": "float", "low": 1e-8, "high": 3e-3, "log": True}}
+    # validation loss (minimised) separates the runs from the first evaluation; accuracy is flat at first
+    cfg = study_config(tiny_model, tmp_path, space, sampler="random", pruner="asha", n_trials=5, seed=3,
+                       metric="loss")
+    cfg["train"].update(epochs=3, eval_every_steps=4)  # 12 evaluations: ASHA rungs at 1, 3 and 9
+    res = tune(build_config(cfg), final_run=False)
+    study = optuna.load_study(study_name=res.name, storage=res.storage)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.params, t.intermediate_values) for t in study.trials]
+    for t in pruned:
+        assert len(t.intermediate_values) < 12  # stopped before the end
+        status = json.loads((res.path / f"trial-{t.number:04d}" / "status.json").read_text())["status"]
+        assert status == "pruned"
+    assert study.trials[0].user_attrs["defaults"] and study.trials[0].params["train.learning_rate"] == 3e-3
+
+
+def test_conditional_parameters(tiny_model, tmp_path):
+    space = {"train.method": {"type": "categorical", "choices": ["full", "lora"]},
+             "train.lora.rank": {"type": "int", "low": 2, "high": 8, "log": True, "when": {"train.method": "lora"}},
+             "train.learning_rate": LR}
+    res = tune(build_config(study_config(tiny_model, tmp_path, space, sampler="random", pruner="none",
+                                         n_trials=4, seed=1)), final_run=False)
+    study = optuna.load_study(study_name=res.name, storage=res.storage)
+    methods = set()
+    for t in study.trials:
+        methods.add(t.params["train.method"])
+        assert ("train.lora.rank" in t.params) == (t.params["train.method"] == "lora")
+    assert methods == {"full", "lora"}
+
+
+def test_bad_space_is_rejected(tiny_model, tmp_path):
+    with pytest.raises(UserError, match="not a config field"):
+        tune(build_config(study_config(tiny_model, tmp_path, {"train.lr": LR})))
+    with pytest.raises(UserError, match="must be a parameter listed before"):
+        tune(build_config(study_config(tiny_model, tmp_path, {
+            "train.lora.rank": {"type": "int", "low": 2, "high": 8, "when": {"train.method": "lora"}},
+            "train.method": {"type": "categorical", "choices": ["full", "lora"]}})))
+    with pytest.raises(UserError, match="tune.space.train.learning_rate.*low <= high"):
+        build_config(study_config(tiny_model, tmp_path, {"train.learning_rate": {"type": "float", "low": 1, "high": 0}}))
+
+
+def test_interrupted_study_resumes_where_it_stopped(tiny_model, tmp_path):
+    cfg = build_config(study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=2))
+    first = tune(cfg, final_run=False)
+    stamps = {p.name: (p / "results.json").stat().st_mtime for p in first.path.glob("trial-*")}
+    second = tune(cfg, n_trials=4, final_run=False)
+    assert second.summary["trials"]["complete"] == 4
+    assert sorted(p.name for p in second.path.glob("trial-*")) == [f"trial-{i:04d}" for i in range(4)]
+    for name, stamp in stamps.items():  # finished trials were not run again
+        assert (second.path / name / "results.json").stat().st_mtime == stamp
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(study_config(tiny_model, tmp_path, sampler="random", pruner="none")))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "tunesmith.cli", "tune", str(cfg_path), "--trials", "6", "--storage", url,
+           "--study", "shared", "--no-final"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    study = optuna.load_study(study_name="shared", storage=url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 6 <= len(finished) <= 7  # a trial already running when the budget is reached still finishes
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both processes took trials
+    folders = sorted(p.name for p in (tmp_path / "runs" / "shared").glob("trial-*"))
+    assert folders == [f"trial-{n:04d}" for n in sorted(numbers)]  # one run folder per trial, none shared
