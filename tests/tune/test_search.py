@@ -130,3 +130,15 @@ def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path):
     assert len(workers) == 2  # both processes took trials
     folders = sorted(p.name for p in (tmp_path / "runs" / "shared").glob("trial-*"))
     assert folders == [f"trial-{n:04d}" for n in sorted(numbers)]  # one run folder per trial, none shared
+
+
+def test_grid_without_the_written_config_on_the_grid_skips_the_defaults_trial(tiny_model, tmp_path):
+    space = {"train.learning_rate": {"type": "categorical", "choices": [1e-3, 3e-3]},
+             "train.weight_decay": {"type": "categorical", "choices": [0.0, 0.1]}}  # written: 0.01, off the grid
+    res = tune(build_config(study_config(tiny_model, tmp_path, space, sampler="grid", pruner="none", n_trials=4)),
+               final_run=False)
+    study = optuna.load_study(study_name=res.name, storage=res.storage)
+    assert not any(t.user_attrs.get("defaults") for t in study.trials)
+    assert {(t.params["train.learning_rate"], t.params["train.weight_decay"]) for t in study.trials} == {
+        (1e-3, 0.0), (1e-3, 0.1), (3e-3, 0.0), (3e-3, 0.1)}
+    assert "no trial ran the configuration as written" in (res.path / "report.html").read_text()

@@ -19,7 +19,10 @@ def gain_over_defaults(study, metric: str) -> dict | None:
 
     default = next((tr for tr in study.trials if tr.user_attrs.get("defaults")), None)
     best = study.best_trial
-    if default is None or default.state != optuna.trial.TrialState.COMPLETE:
+    if default is None:
+        return {"available": False, "why": "no trial ran the configuration as written (for the grid sampler it "
+                                          "must be a point of the grid)"}
+    if default.state != optuna.trial.TrialState.COMPLETE:
         return {"available": False, "why": "the default configuration's trial did not complete (pruned or failed)"}
     if default.number == best.number:
         return {"available": True, "difference": 0.0, "verdict": "the default configuration was the best one found"}
@@ -52,6 +55,18 @@ def _plot(fn, study) -> str:
     return _png(fig)
 
 
+def _auto_section(summary: dict, gain: dict | None) -> list[str]:
+    auto = summary.get("auto")
+    if not auto:
+        return []
+    beat = bool(gain and gain.get("available") and gain.get("verdict") == "better, and not by chance")
+    outcome = ("The search beat the plain defaults on validation, and not by chance." if beat else
+               "The search could not show that it beat the plain defaults on validation "
+               f"({html.escape((gain or {}).get('verdict') or (gain or {}).get('why', 'no comparison'))}).")
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in auto["reasons"])
+    return ["<h2>AutoML: what was chosen and why</h2>", f"<ul>{items}</ul>", f"<p><b>{outcome}</b></p>"]
+
+
 def write_study_report(study, study_dir: Path, summary: dict) -> Path:
     import optuna
     from optuna.visualization import matplotlib as ov
@@ -72,7 +87,9 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
     parts = [
         f"<h1>tunesmith study: {html.escape(summary['study'])}</h1>",
         f"<p>sampler <b>{summary['sampler']}</b> · pruner <b>{summary['pruner']}</b> · objective validation "
-        f"<b>{summary['metric']}</b> ({summary['direction'].lower()}) · trials {summary['trials']}</p>",
+        f"<b>{summary['metric']}</b> ({summary['direction'].lower()}) · trials: "
+        + ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n) + "</p>",
+        *_auto_section(summary, gain),
         "<h2>Best configuration</h2>",
         _table(["parameter", "value"], [[k, v] for k, v in summary["best"]["params"].items()]),
         f"<p>validation {summary['metric']} {summary['best']['value']:.4f} (trial {summary['best']['number']}). "

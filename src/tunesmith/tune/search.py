@@ -78,12 +78,12 @@ def _storage(url: str):
     return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
 
 
-def _open_study(name: str, storage, direction: str, sampler, pruner):
+def _open_study(name: str, url: str, direction: str, sampler, pruner):
     import optuna
 
-    for attempt in range(5):  # two workers starting together may race to create the study
+    for attempt in range(5):  # workers starting together race to create the schema and the study
         try:
-            return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+            return optuna.create_study(study_name=name, storage=_storage(url), direction=direction, sampler=sampler,
                                        pruner=pruner, load_if_exists=True)
         except Exception:  # noqa: BLE001 - IntegrityError from the race; the next attempt loads it
             if attempt == 4:
@@ -119,10 +119,11 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     direction = "minimize" if t.metric == "loss" else "maximize"
     max_evals = base.train.epochs or 5
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(name, _storage(url), direction, _sampler(base), _pruner(base, max_evals))
-    if not study.trials:
+    study = _open_study(name, url, direction, _sampler(base), _pruner(base, max_evals))
+    defaults = _defaults(base)
+    if not study.trials and defaults is not None:
         # trial 0 is the configuration the user wrote: the search must say what it bought over it
-        study.enqueue_trial(_defaults(base), user_attrs={"defaults": True}, skip_if_exists=True)
+        study.enqueue_trial(defaults, user_attrs={"defaults": True}, skip_if_exists=True)
 
     def objective(trial) -> float:
         values = suggest(trial, t.space)
@@ -155,20 +156,28 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     return _finish(study, base, study_dir, url, final_run)
 
 
-def _defaults(cfg: RunConfig) -> dict[str, Any]:
-    """The values the un-searched config has for each searched key (where they are in range)."""
+def _defaults(cfg: RunConfig) -> dict[str, Any] | None:
+    """The values the written config has for each searched key (where they lie in the space).
+    None when the grid sampler cannot take them: it needs every parameter, on the grid."""
+    from tunesmith.tune.space import grid
+
     data = cfg.model_dump(mode="json")
     out = {}
     for key, spec in cfg.tune.space.items():
         node: Any = data
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if node is None:
+        if node is None or (spec.when and any(out.get(k) != v for k, v in spec.when.items())):
             continue
         if spec.type == "categorical" and node in spec.choices:
             out[key] = node
         elif spec.type != "categorical" and spec.low <= node <= spec.high:
             out[key] = node
+    if cfg.tune.sampler == "grid":
+        points = grid(cfg.tune.space)
+        if set(out) != set(points) or any(not any(abs(v - p) < 1e-12 if isinstance(v, float) else v == p
+                                                  for p in points[k]) for k, v in out.items()):
+            return None
     return out
 
 
