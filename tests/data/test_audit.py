@@ -6,7 +6,6 @@ import random
 
 import pandas as pd
 import pytest
-import yaml
 
 from tests.conftest import make_rows, tiny_config
 from tunesmith.config import AuditConfig, build_config
