@@ -52,7 +52,7 @@ def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path,
                  text_column: str | None = None) -> int:
     """Read a table, predict each row's text, write the table with `predicted` and `probability` columns."""
-    from tunesmith.data.load import ROW, read_table
+    from tunesmith.data.load import ROW, blank, read_table
     from tunesmith.run import load_run
 
     column = text_column or load_run(run_dir).config.data.text_column
@@ -62,10 +62,10 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
         raise UserError(f"{input_path}: no column {column!r} (the run's text column); columns found: {cols}; "
                         "pass --text-column")
     texts = df[column]
-    blank = texts.isna() | texts.astype(str).str.strip().eq("")
-    if blank.any():
-        rows = ", ".join(str(r) for r in df.loc[blank, ROW].head(5))
-        raise UserError(f"{input_path}: {int(blank.sum())} rows have no text in column {column!r} (first at line {rows})")
+    empty = blank(texts)
+    if empty.any():
+        rows = ", ".join(str(r) for r in df.loc[empty, ROW].head(5))
+        raise UserError(f"{input_path}: {int(empty.sum())} rows have no text in column {column!r} (first at line {rows})")
     preds = predict(run_dir, texts.astype(str).tolist())
     out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
     output_path = Path(output_path)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import AuditConfig
-from tunesmith.data.load import ROW
+from tunesmith.data.load import ROW, blank
 from tunesmith.errors import UserError
 
 BLOCKING, WARNING, INFO = "blocking", "warning", "info"
@@ -35,14 +35,10 @@ def _finding(check: str, severity: str, rows: list[dict], message: str, examples
             "message": message, "rows": rows, "examples": (examples or rows)[:MAX_EXAMPLES], **extra}
 
 
-def _blank(series: pd.Series) -> pd.Series:
-    return series.isna() | series.astype(str).str.strip().eq("")
-
-
 def check_missing(frames: dict[str, pd.DataFrame]) -> dict:
     rows = []
     for split, df in frames.items():
-        t, l = _blank(df["text"]), _blank(df["label"])
+        t, l = blank(df["text"]), blank(df["label"])
         for kind, mask in (("blank row", t & l), ("missing text", t & ~l), ("missing label", l & ~t)):
             rows += [{"split": split, "row": int(r), "problem": kind} for r in df.loc[mask, ROW]]
     rows.sort(key=lambda r: (SPLIT_ORDER.index(r["split"]), r["row"]))
@@ -52,7 +48,7 @@ def check_missing(frames: dict[str, pd.DataFrame]) -> dict:
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:
-    return df.loc[~(_blank(df["text"]) | _blank(df["label"]))]
+    return df.loc[~(blank(df["text"]) | blank(df["label"]))]
 
 
 def check_exact(frames: dict[str, pd.DataFrame]) -> list[dict]:

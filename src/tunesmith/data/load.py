@@ -82,7 +82,8 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _blank(series: pd.Series) -> pd.Series:
+def blank(series: pd.Series) -> pd.Series:
+    """True where a cell is missing or only whitespace."""
     return series.isna() | series.astype(str).str.strip().eq("")
 
 
@@ -105,7 +106,7 @@ def labelled_rows(df: pd.DataFrame, path: str | Path, text_column: str, label_co
     (naming how many and where) unless drop_missing, in which case they are dropped and counted."""
     path = Path(path)
     out = select_columns(df, path, text_column, label_column)
-    blank_text, blank_label = _blank(out["text"]), _blank(out["label"])
+    blank_text, blank_label = blank(out["text"]), blank(out["label"])
     blank_line = blank_text & blank_label
     bad = blank_text | blank_label
     report = {"file": str(path), "rows_read": int(len(df)), "blank_rows": int(blank_line.sum()),
