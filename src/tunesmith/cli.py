@@ -144,14 +144,18 @@ def tune(config: Path = typer.Argument(..., help="YAML config with a tune: secti
 
     result = run_study(config, overrides or [], n_trials=trials, timeout=timeout, storage=storage,
                        study_name=study, final_run=final)
+    _study_summary(result)
+
+
+def _study_summary(result) -> None:
     s = result.summary
     typer.echo(f"study {s['study']}: " + ", ".join(f"{n} {state}" for state, n in s["trials"].items() if n))
     typer.echo(f"best trial {s['best']['number']}: validation {s['metric']} {s['best']['value']:.4f} "
                f"with {s['best']['params']}")
     gain = s.get("gain_over_defaults") or {}
-    if "low" in gain:
-        typer.echo(f"gain over the configuration as written: {gain['difference']:+.4f} "
-                   f"[{gain['low']:+.4f}, {gain['high']:+.4f}]: {gain['verdict']}")
+    typer.echo("vs the configuration as written: " + (
+        f"{gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]: {gain['verdict']}" if "low" in gain
+        else gain.get("verdict") or gain.get("why", "not compared")))
     if result.final_run:
         typer.echo(f"final run (scored on test): {result.final_run}")
     typer.echo(f"report: {result.path / 'report.html'}")
@@ -164,21 +168,16 @@ def auto(data: Path = typer.Argument(..., help="Labelled training data: CSV, TSV
          time_budget: str = typer.Option("15m", "--time-budget", help="Wall-clock budget for everything: 30m, 2h."),
          test: Optional[Path] = typer.Option(None, "--test", help="Test file (default: a split of DATA)."),
          model: str = typer.Option("minilm-l6", "--model"),
-         output_dir: Path = typer.Option(Path("runs"), "--output-dir")) -> None:
+         output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
+         max_trials: int = typer.Option(100, "--max-trials", help="Stop the search after this many trials.")) -> None:
     """AutoML: choose the method and search space from the data and the budget, search, train the winner."""
     from tunesmith.tune.auto import auto as run_auto
 
     result = run_auto(str(data), label_column, text_column, time_budget, model, str(output_dir),
-                      str(test) if test else None)
+                      str(test) if test else None, max_trials)
     for reason in result.summary["auto"]["reasons"]:
         typer.echo(f"- {reason}")
-    gain = result.summary.get("gain_over_defaults") or {}
-    typer.echo(f"best: {result.summary['best']['params']} (validation {result.summary['metric']} "
-               f"{result.summary['best']['value']:.4f}); vs plain defaults: "
-               f"{gain.get('verdict') or gain.get('why', 'not compared')}")
-    if result.final_run:
-        typer.echo(f"final run (scored on test): {result.final_run}")
-    typer.echo(f"report: {result.path / 'report.html'}")
+    _study_summary(result)
 
 
 @app.command()

@@ -17,11 +17,18 @@ def test_plan_follows_data_size_and_budget():
     assert any("stratified sample" in r for r in big["reasons"])
 
 
-def test_auto_searches_explains_and_compares_with_plain_defaults(tiny_model, tmp_path):
+def test_auto_searches_explains_and_compares_with_plain_defaults(tiny_model, tmp_path, capsys):
+    from tunesmith.cli import main
+
     data = tmp_path / "reviews.csv"
     make_rows(160, seed=1).to_csv(data, index=False)
+    assert main(["auto", str(data), "--label-column", "label", "--time-budget", "10m", "--model", str(tiny_model),
+                 "--output-dir", str(tmp_path / "runs"), "--max-trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "methods searched:" in out and "vs the configuration as written:" in out
     result = auto(str(data), "label", time_budget="10m", model=str(tiny_model), output_dir=str(tmp_path / "runs"),
-                  max_trials=4)
+                  max_trials=4)  # the same study again: finds it complete, trains nothing new
+    assert result.summary["trials"]["complete"] + result.summary["trials"]["pruned"] == 4
     plan_file = json.loads((result.path / "auto.json").read_text())
     assert plan_file["profile"]["rows"] == 160 and plan_file["reasons"]
     study = optuna.load_study(study_name=result.name, storage=result.storage)

@@ -151,8 +151,10 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
 
     stop = optuna.study.MaxTrialsCallback(budget, states=(optuna.trial.TrialState.COMPLETE,
                                                           optuna.trial.TrialState.PRUNED)) if budget else None
-    study.optimize(objective, timeout=seconds,
-                   callbacks=[stop] if stop else [], catch=(UserError,))
+    finished = sum(tr.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                   for tr in study.trials)
+    if not budget or finished < budget:  # MaxTrialsCallback only stops after a trial, so check first
+        study.optimize(objective, timeout=seconds, callbacks=[stop] if stop else [], catch=(UserError,))
     return _finish(study, base, study_dir, url, final_run)
 
 
