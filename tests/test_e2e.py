@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_registry_resolves_minilm_to_the_installed_package():
     resolved = resolve_model("minilm-l6")
-    cfg = json.loads((__import__("pathlib").Path(resolved.source) / "config.json").read_text())
+    cfg = json.loads((Path(resolved.source) / "config.json").read_text())
     assert resolved.kind == "registry" and cfg["hidden_size"] == 384 and cfg["num_hidden_layers"] == 6
 
 

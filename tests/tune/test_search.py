@@ -96,7 +96,8 @@ def test_bad_space_is_rejected(tiny_model, tmp_path):
             "train.lora.rank": {"type": "int", "low": 2, "high": 8, "when": {"train.method": "lora"}},
             "train.method": {"type": "categorical", "choices": ["full", "lora"]}})))
     with pytest.raises(UserError, match="tune.space.train.learning_rate.*low <= high"):
-        build_config(study_config(tiny_model, tmp_path, {"train.learning_rate": {"type": "float", "low": 1, "high": 0}}))
+        bad = {"train.learning_rate": {"type": "float", "low": 1, "high": 0}}
+        build_config(study_config(tiny_model, tmp_path, bad))
 
 
 def test_interrupted_study_resumes_where_it_stopped(tiny_model, tmp_path):
@@ -118,7 +119,8 @@ def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "tunesmith.cli", "tune", str(cfg_path), "--trials", "6", "--storage", url,
            "--study", "shared", "--no-final"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     study = optuna.load_study(study_name="shared", storage=url)

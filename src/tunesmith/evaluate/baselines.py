@@ -38,8 +38,9 @@ def linear_probe(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarra
 
 def zero_shot(test_emb: np.ndarray, label_emb: np.ndarray, temperature: float = 0.05) -> np.ndarray:
     """No training at all: cosine similarity between each text and each label's name or description."""
-    sims = test_emb @ label_emb.T / temperature
-    return sims - np.log(np.exp(sims - sims.max(1, keepdims=True)).sum(1, keepdims=True)) - sims.max(1, keepdims=True)
+    from scipy.special import log_softmax
+
+    return log_softmax(test_emb @ label_emb.T / temperature, axis=1)
 
 
 def label_phrase(label: str, descriptions: dict[str, str] | None = None) -> str:

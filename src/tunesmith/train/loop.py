@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tunesmith.config import TrainConfig
+from tunesmith.evaluate.metrics import headline
 from tunesmith.models.methods import load_trainable_state, trainable_state
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.sampling import LengthGroupedBatchSampler
@@ -156,10 +157,10 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
         metrics = evaluate(model)
         score = metrics[cfg.metric_for_best]
         state["evals"] = state.get("evals", 0) + 1
-        state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        state["last_eval"] = headline(metrics)
         log.write({"type": "eval", "split": "validation", "step": state["global_step"],
                    "epoch": round(state["global_step"] / steps_per_epoch, 4),
-                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+                   **state["last_eval"]})
         best = state["best_metric"]
         improved = best is None or (score < best if cfg.metric_for_best == "loss" else score > best)
         if improved:
