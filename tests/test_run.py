@@ -73,6 +73,21 @@ def test_linear_probe_trains_only_the_head(tiny_model, tiny_csv, tmp_path):
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
 
 
+def test_linear_probe_caches_features_faithfully(tiny_model, tiny_csv, tmp_path):
+    """The probe trains on the body's outputs computed once; the saved model (real body) predicts
+    exactly what the run predicted from the cache."""
+    import pandas as pd
+
+    from tunesmith.predict import predict
+
+    r = run(tiny_model, tiny_csv, tmp_path, method="linear-probe", learning_rate=5e-2)
+    assert json.loads((r.path / "data_report.json").read_text())["feature_cache"] is True
+    cached = pd.read_csv(r.path / "test_predictions.csv")
+    fresh = predict(r.path, cached["text"].astype(str).tolist())
+    assert fresh["label"].tolist() == cached["predicted"].tolist()
+    assert np.allclose(fresh["probability"], cached["confidence"], atol=1e-5)
+
+
 def test_lora_saves_adapter_and_merged_model_with_equal_outputs(tiny_model, tiny_csv, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

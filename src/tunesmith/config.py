@@ -176,6 +176,11 @@ class TuneConfig(_Strict):
                                 "study folder; PostgreSQL lets workers on several machines share a study.")
     study_name: str | None = Field(None, description="Study name (and folder). Default: <run_name or task>-study.")
     seed: int = Field(0, description="Sampler seed.")
+    prune_after: int | None = Field(None, gt=0, description="Evaluations a trial completes before a pruner may "
+                                    "stop it. Default: half the planned epochs (first-epoch rankings mislead: "
+                                    "higher learning rates start slower and finish higher).")
+    startup_trials: int | None = Field(None, gt=0, description="Random trials before TPE models the space. "
+                                       "Default: a quarter of n_trials, between 3 and 10.")
 
 
 class RunConfig(_Strict):

@@ -21,6 +21,7 @@ import yaml
 from tunesmith.config import RunConfig, build_config, load_config, save_config
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
+from tunesmith.memo import Memo, key
 
 STATUS = "status.json"
 CALIBRATION = "calibration.json"  # in model/: the temperature `predict` divides the logits by
@@ -96,8 +97,9 @@ def _split_record(splits) -> dict:
 
 
 def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), resume: str | Path | None = None,
-              callbacks: Sequence[Callable[[dict], None]] = ()) -> Run:
-    """Run the whole job. `config` is a RunConfig or a YAML path; `resume` a run folder to continue."""
+              callbacks: Sequence[Callable[[dict], None]] = (), memo: Memo | None = None) -> Run:
+    """Run the whole job. `config` is a RunConfig or a YAML path; `resume` a run folder to continue;
+    `memo` shares loaded data, audit, tokenization and frozen features between the runs of a study."""
     if resume is not None:
         resume = Path(resume)
         if not (resume / "config.yaml").is_file():
@@ -113,8 +115,11 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
 
     from tunesmith.tasks import get_task
 
+    memo = memo or Memo(enabled=False)
     task = get_task(cfg.task)
-    data = task.load_data(cfg)  # every data problem surfaces here, before any model loads
+    # every data problem surfaces here, before any model loads
+    data = memo.get("data", key(cfg.task, cfg.data.model_dump(mode="json"), cfg.train.seed),
+                    lambda: task.load_data(cfg))
     accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
                               cpu=_distributed_without_gpu())
     main = accelerator.is_main_process
@@ -129,21 +134,26 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
                             "choose another run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _execute(cfg, task, data, run_dir, accelerator, resume is not None, callbacks)
+        return _execute(cfg, task, data, run_dir, accelerator, resume is not None, callbacks, memo)
     except BaseException as err:
         if main:
             _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
-def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool):
+def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool, memo: Memo):
     """Audit and clean the splits; stop on blocking findings unless audit.on_issue says otherwise.
     On resume, the cleaned splits must be the ones the run started with."""
+    import copy
+
     from tunesmith.data.audit import gate
 
     report = None
     if cfg.audit.enabled:
-        data, report = task.audit(cfg, data)
+        data, report = memo.get("audit", key(cfg.task, cfg.data.model_dump(mode="json"),
+                                             cfg.audit.model_dump(mode="json"), cfg.train.seed),
+                                lambda: task.audit(cfg, data))
+        report = copy.deepcopy(report)  # this run adds to it
         if main:
             atomic_write_json(run_dir / "audit.json", report)
         gate(report, cfg.audit.on_issue, str(run_dir / "audit.json"))
@@ -157,7 +167,7 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool):
     return data, splits, report
 
 
-def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks) -> Run:
+def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks, memo: Memo) -> Run:
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.metrics import headline
@@ -172,12 +182,12 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         _mark(run_dir, "running")
         if not resuming:
             save_config(cfg, run_dir / "config.yaml")  # replaced by the resolved config below
-    data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming)
+    data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming, memo)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or DEFAULT_LR[cfg.train.method]
     set_seed(cfg.train.seed)
-    prepared = task.prepare(cfg, data)
+    prepared = task.prepare(cfg, data, memo)
     resolved = cfg.model_copy(deep=True)
     resolved.train.epochs, resolved.train.learning_rate = epochs, lr
     resolved.model.max_length = prepared.resolved["max_length"]

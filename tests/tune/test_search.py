@@ -144,3 +144,26 @@ def test_grid_without_the_written_config_on_the_grid_skips_the_defaults_trial(ti
     assert {(t.params["train.learning_rate"], t.params["train.weight_decay"]) for t in study.trials} == {
         (1e-3, 0.0), (1e-3, 0.1), (3e-3, 0.0), (3e-3, 0.1)}
     assert "no trial ran the configuration as written" in (res.path / "report.html").read_text()
+
+
+def test_trials_share_data_tokens_and_frozen_features(tiny_model, tmp_path, monkeypatch):
+    """One tokenization and one pass of the frozen body serve every trial of a study (item 4)."""
+    from tunesmith.models import features
+    from tunesmith.tasks.text_classification import TextClassification
+
+    calls = {"tokenize": 0, "features": 0}
+    tokenize, cache = TextClassification._tokenize, features.cache_features
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(TextClassification, "_tokenize", counted("tokenize", tokenize))
+    monkeypatch.setattr(features, "cache_features", counted("features", cache))
+    cfg = study_config(tiny_model, tmp_path, pruner="none")
+    cfg["train"]["method"] = "linear-probe"
+    res = tune(build_config(cfg))
+    assert calls == {"tokenize": 1, "features": 1}  # 3 trials and the final run
+    assert res.summary["shared"] == {"data": 3, "audit": 3, "tokens": 3, "features": 3}

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from tunesmith.config import RunConfig
+from tunesmith.memo import Memo
 
 
 @dataclass
@@ -39,8 +40,9 @@ class Task(Protocol):
     def audit(self, cfg: RunConfig, data: TaskData) -> tuple[TaskData, dict]:
         """Check the splits for leakage, duplicates, label errors...; apply the configured fixes."""
 
-    def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
-        """Build the pre-trained model with its head, and encode every split."""
+    def prepare(self, cfg: RunConfig, data: TaskData, memo: Memo | None = None) -> Prepared:
+        """Build the pre-trained model with its head, and encode every split (`memo` lets the trials
+        of a study share the encoded splits and a frozen body's features)."""
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Training loss of one batch."""

@@ -12,6 +12,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits
 from tunesmith.errors import UserError
+from tunesmith.memo import Memo, key
 from tunesmith.evaluate.metrics import classification_metrics
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
@@ -81,9 +82,12 @@ class TextClassification:
         return TaskData(splits=splits, labels=labels, data_report=data.data_report), report
 
     # -- model -----------------------------------------------------------------------------
-    def prepare(self, cfg: RunConfig, data: TaskData) -> Prepared:
+    def prepare(self, cfg: RunConfig, data: TaskData, memo: Memo | None = None) -> Prepared:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
+        from tunesmith.models import features as F_
+
+        memo = memo or Memo(enabled=False)
         resolved = resolve_model(cfg.model.name)
         kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
         labels = data.labels
@@ -98,32 +102,49 @@ class TextClassification:
             raise UserError(f"model.name = {cfg.model.name!r}: cannot load tokenizer/config from "
                             f"{resolved.source} ({str(err).splitlines()[0]})") from None
         if cfg.model.dropout is not None:
-            for key in _DROPOUT_KEYS:
-                if hasattr(mconf, key):
-                    setattr(mconf, key, cfg.model.dropout)
+            for attr in _DROPOUT_KEYS:
+                if hasattr(mconf, attr):
+                    setattr(mconf, attr, cfg.model.dropout)
         model = AutoModelForSequenceClassification.from_pretrained(resolved.source, config=mconf, **kwargs)
         model = apply_method(model, cfg.train.method, cfg.train.lora, task_type="SEQ_CLS")
 
-        train_texts = data.splits["train"]["text"].tolist()
-        raw_lengths = [len(ids) for ids in tokenizer(train_texts, truncation=False)["input_ids"]]
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
-        max_length = cfg.model.max_length or default_max_length(raw_lengths, model_limit)
-        if max_length > model_limit:
-            raise UserError(f"model.max_length = {max_length}: this model takes at most {model_limit} tokens")
-        encoded = {name: self._encode(tokenizer, df, labels, max_length) for name, df in data.splits.items()}
+        # the splits are fixed by the data, audit and seed settings: tokenize once per study
+        tokens_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
+                         cfg.train.seed, resolved.source, cfg.model.revision, cfg.model.max_length)
+        encoded, raw_lengths, max_length = memo.get(
+            "tokens", tokens_key, lambda: self._tokenize(tokenizer, data, cfg.model.max_length, model_limit))
+        collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        lengths = [len(e["input_ids"]) for e in encoded["train"]]
+        feature_cache = False
+        if cfg.train.method == "linear-probe":  # the body is frozen: run it once, not every epoch
+            feats = memo.get("features", tokens_key, lambda: F_.cache_features(model, encoded, collate))
+            if F_.attach(model, feats, encoded, collate):
+                encoded, collate, lengths, feature_cache = F_.id_examples(encoded, feats), F_.collate_ids, \
+                    [1] * len(lengths), True
 
+        train_texts = data.splits["train"]["text"]
         counts = data.splits["train"]["label"].value_counts()
         if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
             freq = np.array([counts.get(l, 0) for l in labels], dtype=np.float64)
             self.class_weight = torch.tensor(len(train_texts) / (len(labels) * freq), dtype=torch.float32)
         self.label_smoothing = cfg.train.label_smoothing
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
-        return Prepared(model=model, encoded=encoded, lengths=[len(e["input_ids"]) for e in encoded["train"]],
-                        collate=DataCollatorWithPadding(tokenizer, return_tensors="pt"), preprocessor=tokenizer,
+        return Prepared(model=model, encoded=encoded, lengths=lengths, collate=collate, preprocessor=tokenizer,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
-                                  "model_limit": model_limit})
+                                  "model_limit": model_limit, "feature_cache": feature_cache})
+
+    def _tokenize(self, tokenizer, data: TaskData, max_length: int | None, model_limit: int):
+        """Encode every split; the max length defaults to the training texts' 95th percentile."""
+        raw_lengths = [len(ids) for ids in tokenizer(data.splits["train"]["text"].tolist(),
+                                                     truncation=False)["input_ids"]]
+        max_length = max_length or default_max_length(raw_lengths, model_limit)
+        if max_length > model_limit:
+            raise UserError(f"model.max_length = {max_length}: this model takes at most {model_limit} tokens")
+        encoded = {name: self._encode(tokenizer, df, data.labels, max_length) for name, df in data.splits.items()}
+        return encoded, raw_lengths, max_length
 
     @staticmethod
     def _encode(tokenizer, df: pd.DataFrame, labels: list[str], max_length: int) -> list[dict]:
@@ -173,4 +194,6 @@ class TextClassification:
         return out
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
-        save_model(model, prepared.preprocessor, folder)
+        from tunesmith.models.features import detach
+
+        save_model(detach(model), prepared.preprocessor, folder)

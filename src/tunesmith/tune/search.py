@@ -7,6 +7,7 @@ Any number of workers may run the same command against one storage: they share t
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 from tunesmith.config import RunConfig, build_config, load_config
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
+from tunesmith.memo import Memo
 
 
 @dataclass
@@ -50,16 +52,20 @@ def _sampler(cfg: RunConfig):
         return optuna.samplers.GridSampler(grid(t.space), seed=t.seed)
     if t.sampler == "random":
         return optuna.samplers.RandomSampler(seed=t.seed)
-    return optuna.samplers.TPESampler(seed=t.seed)
+    # Optuna's 10 random start-up trials would spend all of a small budget before TPE models anything
+    startup = t.startup_trials or (min(10, max(3, t.n_trials // 4)) if t.n_trials else 10)
+    return optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=startup)
 
 
 def _pruner(cfg: RunConfig, max_evals: int):
+    """Pruners judge a trial only after `prune_after` evaluations (default: half the planned ones)."""
     import optuna
 
+    first = min(cfg.tune.prune_after or max(1, -(-max_evals // 2)), max(1, max_evals))
     return {"none": lambda: optuna.pruners.NopPruner(),
-            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-            "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_evals),
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first - 1),
+            "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3),
+            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, max_evals),
                                                                 reduction_factor=3)}[cfg.tune.pruner]()
 
 
@@ -121,12 +127,15 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(name, url, direction, _sampler(base), _pruner(base, max_evals))
     defaults = _defaults(base)
-    if not study.trials and defaults is not None:
+    memo = Memo()  # data, audit, tokens and frozen features, shared by this worker's trials
+    if not study.trials and defaults is not None and t.sampler != "grid":
         # trial 0 is the configuration the user wrote: the search must say what it bought over it
         study.enqueue_trial(defaults, user_attrs={"defaults": True}, skip_if_exists=True)
 
     def objective(trial) -> float:
         values = suggest(trial, t.space)
+        if defaults is not None and t.sampler == "grid" and _same(values, defaults):
+            trial.set_user_attr("defaults", True)  # the grid runs the written config as one of its points
         trial_cfg = build_config(base.model_dump(mode="json"), [
             *to_overrides(values), f"output_dir={study_dir}", f"run_name=trial-{trial.number:04d}",
             f"train.metric_for_best={t.metric}", "eval.test=false"])
@@ -143,7 +152,7 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
         trial.set_user_attr("run_dir", str(study_dir / f"trial-{trial.number:04d}"))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
-            run = fine_tune(trial_cfg, callbacks=[report])
+            run = fine_tune(trial_cfg, callbacks=[report], memo=memo)
         except optuna.TrialPruned:
             atomic_write_json(study_dir / f"trial-{trial.number:04d}" / "status.json", {"status": "pruned"})
             raise
@@ -155,7 +164,12 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
                    for tr in study.trials)
     if not budget or finished < budget:  # MaxTrialsCallback only stops after a trial, so check first
         study.optimize(objective, timeout=seconds, callbacks=[stop] if stop else [], catch=(UserError,))
-    return _finish(study, base, study_dir, url, final_run)
+    return _finish(study, base, study_dir, url, final_run, memo)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(abs(v - b[k]) < 1e-12 if isinstance(v, float) else v == b[k]
+                                        for k, v in a.items())
 
 
 def _defaults(cfg: RunConfig) -> dict[str, Any] | None:
@@ -177,13 +191,13 @@ def _defaults(cfg: RunConfig) -> dict[str, Any] | None:
             out[key] = node
     if cfg.tune.sampler == "grid":
         points = grid(cfg.tune.space)
-        if set(out) != set(points) or any(not any(abs(v - p) < 1e-12 if isinstance(v, float) else v == p
-                                                  for p in points[k]) for k, v in out.items()):
+        if set(out) != set(points) or not any(_same(out, dict(zip(points, combo)))
+                                              for combo in itertools.product(*points.values())):
             return None
     return out
 
 
-def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool) -> Study:
+def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, memo: Memo) -> Study:
     import optuna
 
     from tunesmith.run import fine_tune
@@ -202,7 +216,7 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool) 
         if (study_dir / "final" / "status.json").is_file():
             final = study_dir / "final"
         else:
-            final = fine_tune(final_cfg).path
+            final = fine_tune(final_cfg, memo=memo).path
     summary = {
         "study": study.study_name, "storage": url, "metric": base.tune.metric, "direction": study.direction.name,
         "sampler": base.tune.sampler, "pruner": base.tune.pruner,
@@ -211,6 +225,7 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool) 
                  "run_dir": best.user_attrs.get("run_dir")},
         "trial_evaluations": sum(len(tr.intermediate_values) for tr in study.trials),
         "final_run": str(final) if final else None,
+        "shared": dict(memo.hits),  # runs that reused this worker's data, audit, tokens, features
     }
     write_study_report(study, study_dir, summary)  # adds the gain over the default configuration
     atomic_write_json(study_dir / "study.json", summary)
