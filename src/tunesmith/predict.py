@@ -18,7 +18,8 @@ def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
-    from tunesmith.run import CALIBRATION, load_run
+    from tunesmith.evaluate.calibration import CALIBRATION
+    from tunesmith.run import load_run
 
     quiet_hf()
     run = load_run(run_dir)

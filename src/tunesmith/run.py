@@ -24,7 +24,6 @@ from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo, key
 
 STATUS = "status.json"
-CALIBRATION = "calibration.json"  # in model/: the temperature `predict` divides the logits by
 DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2}
 
 
@@ -171,10 +170,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.metrics import headline
-    from tunesmith.evaluate.model_card import write_model_card
-    from tunesmith.evaluate.report import write_report
     from tunesmith.models import quiet_hf
-    from tunesmith.train.loop import predict_logits, train_loop
+    from tunesmith.train.loop import train_loop
 
     quiet_hf()
     main = accelerator.is_main_process
@@ -202,89 +199,22 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         save_config(resolved, run_dir / "config.yaml")
         atomic_write_json(run_dir / "splits.json", splits)
         atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
-        train = data.splits["train"]
-        profile = {"label_counts": {str(k): int(v) for k, v in train["label"].value_counts().items()},
-                   "median_words": float(train["text"].astype(str).str.split().str.len().median())}
         atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
                                                          "split_rows": {k: len(v) for k, v in data.splits.items()},
-                                                         "train_profile": profile, **prepared.resolved})
+                                                         "train_profile": task.profile(data), **prepared.resolved})
     accelerator.wait_for_everyone()
 
-    def evaluate(model) -> dict:
-        logits, y = predict_logits(model, prepared.encoded["validation"], prepared.collate,
-                                   cfg.train.eval_batch_size, accelerator, task.logits)
-        return task.metrics(y, logits, data.labels)
-
     result = train_loop(task, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
-                        evaluate, cfg.train, epochs, lr, run_dir, accelerator, resume=resuming, callbacks=callbacks)
-    model = prepared.model
-    logits, ys = {}, {}
-    train_view = prepared.encoded["train"][:: max(1, len(prepared.encoded["train"]) // 2000)]  # <= ~2000 rows
-    splits_to_score = [("train", train_view), ("validation", prepared.encoded["validation"])]
-    if cfg.eval.test:
-        splits_to_score.append(("test", prepared.encoded["test"]))
-    for split, examples in splits_to_score:
-        logits[split], ys[split] = predict_logits(model, examples, prepared.collate, cfg.train.eval_batch_size,
-                                                  accelerator, task.logits)
+                        lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
+                        run_dir, accelerator, resume=resuming, callbacks=callbacks)
     training = {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
                 "epochs_planned": epochs, "best_step": result.best_step,
                 "best_validation_" + cfg.train.metric_for_best: result.best_metric,
                 "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
                 "train_samples_per_second": round(result.samples_per_second, 2)}
-    results: dict = {}
-    if main:  # baselines and statistics are computed once, by the main process
-        results = _evaluate(cfg, task, data, prepared, logits, ys, training, run_dir)
-        task.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
-        temperature = results.get("calibration", {}).get("temperature", 1.0)
-        atomic_write_json(run_dir / "model" / CALIBRATION, {"temperature": temperature})
-        for split in ("validation", "test") if cfg.eval.test else ("validation",):
-            _write_predictions(run_dir / f"{split}_predictions.csv", data.splits[split], logits[split] / temperature,
-                               data.labels)
-        atomic_write_json(run_dir / "results.json", results)
-        if cfg.eval.test:
-            write_model_card(run_dir)
-            write_report(run_dir)
-        _mark(run_dir, "completed", **({"test": headline(results["test"])} if cfg.eval.test else {}))
+    # every process takes part (predictions are gathered); only the main one writes
+    results = task.finish(cfg, data, prepared, accelerator, training, run_dir)
+    if main:
+        _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     accelerator.wait_for_everyone()
     return Run(run_dir, resolved, "completed", results)
-
-
-def _evaluate(cfg, task, data, prepared, logits: dict, ys: dict, training: dict, run_dir: Path) -> dict:
-    from tunesmith.evaluate.evaluation import calibrate, compare, error_analysis, overfitting_watch, scored
-
-    labels, seed = data.labels, cfg.train.seed
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    validation = scored(ys["validation"], logits["validation"], labels, cfg.eval, seed)
-    train_metrics = task.metrics(ys["train"], logits["train"], labels)
-    results = {
-        "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
-        "validation": validation, "training": training,
-        "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
-                                         training["best_step"]),
-    }
-    if cfg.eval.calibrate:
-        results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"), ys.get("test"))
-    if not cfg.eval.test:
-        return results
-    base = task.baselines(cfg, data, prepared)
-    results.update({
-        "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),
-        "baselines": {name: {"test": scored(ys["test"], b, labels, cfg.eval, seed)} for name, b in base.items()},
-        "comparison": compare(ys["test"], logits["test"], base, len(labels), cfg.eval, seed),
-        "error_analysis": error_analysis(data.splits["test"]["text"].astype(str).tolist(), ys["test"],
-                                         logits["test"], labels),
-    })
-    return results
-
-
-def _write_predictions(path: Path, df, logits, labels: list[str]) -> None:
-    import pandas as pd
-
-    from tunesmith.evaluate.metrics import softmax
-
-    probs = softmax(logits)
-    out = pd.DataFrame({"text": df["text"].values, "label": df["label"].values,
-                        "predicted": [labels[i] for i in probs.argmax(1)], "confidence": probs.max(1).round(6)})
-    tmp = path.with_name(f".{path.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, path)

@@ -5,6 +5,8 @@ import numpy as np
 
 from tunesmith.evaluate.metrics import softmax
 
+CALIBRATION = "calibration.json"  # in model/: the temperature `predict` divides the logits by
+
 
 def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> list[dict]:
     """Equal-width confidence bins: mean confidence, accuracy and count of each non-empty bin."""

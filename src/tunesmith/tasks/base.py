@@ -53,8 +53,17 @@ class Task(Protocol):
     def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
         """Scores of a split from its logits."""
 
-    def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
-        """Test-split logits of each configured baseline."""
+    def profile(self, data: TaskData) -> dict:
+        """A summary of the training split for data_report.json."""
+
+    def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model: torch.nn.Module,
+                 accelerator) -> dict:
+        """Validation metrics during training (with `loss` and `train.metric_for_best`)."""
+
+    def finish(self, cfg: RunConfig, data: TaskData, prepared: Prepared, accelerator, training: dict,
+               run_dir: Path) -> dict:
+        """After training: score, compare, save the model and write results.json and the report.
+        Runs on every process; returns the results (empty on other than the main process)."""
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
         """Write the final model in its ecosystem's format."""

@@ -18,6 +18,7 @@ from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Prepared, TaskData
+from tunesmith.tasks.classification import Classifier
 
 # Config attributes that hold dropout in the encoder families transformers ships.
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -42,7 +43,7 @@ def default_max_length(lengths: list[int], model_limit: int) -> int:
 
 
 @register_task("text-classification")
-class TextClassification:
+class TextClassification(Classifier):
     name: str
 
     def __init__(self) -> None:

@@ -1,0 +1,99 @@
+"""What every classification task shares after training: validation scores for the loop, and the
+finish — scores with intervals, calibration, baselines, error analysis, predictions, model card
+and report. A classification task inherits `Classifier` and supplies the data, model and baselines."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tunesmith.config import RunConfig
+from tunesmith.evaluate.calibration import CALIBRATION
+from tunesmith.io import atomic_write_json
+from tunesmith.tasks.base import Prepared, TaskData
+
+
+class Classifier:
+    """Mixin: `validate` and `finish` for tasks whose outputs are class logits."""
+
+    def profile(self, data: TaskData) -> dict:
+        train = data.splits["train"]
+        return {"label_counts": {str(k): int(v) for k, v in train["label"].value_counts().items()},
+                "median_words": float(train["text"].astype(str).str.split().str.len().median())}
+
+    def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model, accelerator) -> dict:
+        from tunesmith.train.loop import predict_logits
+
+        logits, y = predict_logits(model, prepared.encoded["validation"], prepared.collate,
+                                   cfg.train.eval_batch_size, accelerator, self.logits)
+        return self.metrics(y, logits, data.labels)
+
+    def finish(self, cfg: RunConfig, data: TaskData, prepared: Prepared, accelerator, training: dict,
+               run_dir: Path) -> dict:
+        from tunesmith.evaluate.model_card import write_model_card
+        from tunesmith.evaluate.report import write_report
+        from tunesmith.train.loop import predict_logits
+
+        model = prepared.model
+        logits, ys = {}, {}
+        train_view = prepared.encoded["train"][:: max(1, len(prepared.encoded["train"]) // 2000)]  # <= ~2000 rows
+        splits_to_score = [("train", train_view), ("validation", prepared.encoded["validation"])]
+        if cfg.eval.test:
+            splits_to_score.append(("test", prepared.encoded["test"]))
+        for split, examples in splits_to_score:
+            logits[split], ys[split] = predict_logits(model, examples, prepared.collate, cfg.train.eval_batch_size,
+                                                      accelerator, self.logits)
+        if not accelerator.is_main_process:  # baselines and statistics are computed once, by the main process
+            return {}
+        results = self._evaluate(cfg, data, prepared, logits, ys, training, run_dir)
+        self.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
+        temperature = results.get("calibration", {}).get("temperature", 1.0)
+        atomic_write_json(run_dir / "model" / CALIBRATION, {"temperature": temperature})
+        for split in ("validation", "test") if cfg.eval.test else ("validation",):
+            _write_predictions(run_dir / f"{split}_predictions.csv", data.splits[split], logits[split] / temperature,
+                               data.labels)
+        atomic_write_json(run_dir / "results.json", results)
+        if cfg.eval.test:
+            write_model_card(run_dir)
+            write_report(run_dir)
+        return results
+
+    def _evaluate(self, cfg, data, prepared, logits: dict, ys: dict, training: dict, run_dir: Path) -> dict:
+        from tunesmith.evaluate.evaluation import calibrate, compare, error_analysis, overfitting_watch, scored
+
+        labels, seed = data.labels, cfg.train.seed
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        validation = scored(ys["validation"], logits["validation"], labels, cfg.eval, seed)
+        train_metrics = self.metrics(ys["train"], logits["train"], labels)
+        results = {
+            "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
+            "validation": validation, "training": training,
+            "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
+                                             training["best_step"]),
+        }
+        if cfg.eval.calibrate:
+            results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"), ys.get("test"))
+        if not cfg.eval.test:
+            return results
+        base = self.baselines(cfg, data, prepared)
+        results.update({
+            "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),
+            "baselines": {name: {"test": scored(ys["test"], b, labels, cfg.eval, seed)} for name, b in base.items()},
+            "comparison": compare(ys["test"], logits["test"], base, len(labels), cfg.eval, seed),
+            "error_analysis": error_analysis(data.splits["test"]["text"].astype(str).tolist(), ys["test"],
+                                             logits["test"], labels),
+        })
+        return results
+
+
+def _write_predictions(path: Path, df, logits, labels: list[str]) -> None:
+    import pandas as pd
+
+    from tunesmith.evaluate.metrics import softmax
+
+    probs = softmax(logits)
+    out = pd.DataFrame({"text": df["text"].values, "label": df["label"].values,
+                        "predicted": [labels[i] for i in probs.argmax(1)], "confidence": probs.max(1).round(6)})
+    tmp = path.with_name(f".{path.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, path)
