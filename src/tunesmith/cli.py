@@ -26,6 +26,8 @@ def _summary(run) -> None:
     from rich.table import Table
 
     res = run.results
+    if res.get("task") == "sft":
+        return _sft_summary(run)
 
     def cell(m: dict, key: str) -> str:
         ci = m.get("ci", {}).get(key)
@@ -49,6 +51,22 @@ def _summary(run) -> None:
     typer.echo(f"trained {tr['global_step']} steps in {tr['train_seconds']:.0f} s "
                f"({tr['train_samples_per_second']:.1f} samples/s)")
     typer.echo(f"run folder: {run.path}")
+    typer.echo(f"report: {run.path / 'report.html'}")
+
+
+def _sft_summary(run) -> None:
+    res = run.results
+    test, red = res["test"], res["test"]["loss_reduction"]
+    typer.echo(f"held-out test response loss: base {test['base']['loss']:.4f} -> tuned {test['loss']:.4f} "
+               f"(perplexity {test['base']['perplexity']:.1f} -> {test['perplexity']:.1f}); reduction "
+               f"{red['difference']:+.4f} [{red['low']:+.4f}, {red['high']:+.4f}]: {red['verdict']}")
+    gen = res.get("generation")
+    if gen:
+        typer.echo(f"generated answers (n={gen['tuned']['n']}): ROUGE-L base {gen['base']['rouge_l']:.3f} -> tuned "
+                   f"{gen['tuned']['rouge_l']:.3f}, token F1 {gen['base']['token_f1']:.3f} -> "
+                   f"{gen['tuned']['token_f1']:.3f}")
+    tr = res["training"]
+    typer.echo(f"trained {tr['global_step']} steps in {tr['train_seconds']:.0f} s; chat: tunesmith chat {run.path}")
     typer.echo(f"report: {run.path / 'report.html'}")
 
 
@@ -273,6 +291,46 @@ def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receive
 
     run = fine_tune(demo_config(output_dir))
     _summary(run)
+
+
+@app.command()
+def chat(run_dir: Path = typer.Argument(..., help="A finished sft run folder."),
+         prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this one prompt and exit."),
+         max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer, in tokens.")) -> None:
+    """Chat with a tuned language model in the terminal (an empty line or Ctrl-D ends)."""
+    from tunesmith.generate import ChatModel
+
+    model = ChatModel(run_dir, max_new_tokens)
+    if prompt is not None:
+        typer.echo(model.reply([{"role": "user", "content": prompt}]))
+        return
+    interactive = sys.stdin.isatty()
+
+    def lines():
+        while True:
+            try:
+                line = input("you> " if interactive else "")
+            except EOFError:
+                return
+            if not line.strip():
+                return
+            yield line
+
+    for answer in model.conversation(lines()):
+        typer.echo(f"model> {answer}" if interactive else answer)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="A finished LoRA run folder."),
+           merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base weights."),
+           output: Optional[Path] = typer.Option(None, "--output", help="Folder to write. Default: RUN_DIR/merged.")
+           ) -> None:
+    """Write a model folder any transformers user can load: base + adapter merged (--merge)."""
+    from tunesmith.generate import export_merged
+
+    if not merge:
+        raise UserError("export: say what to export: --merge (base model + LoRA adapter, merged)")
+    typer.echo(f"wrote {export_merged(run_dir, output)}")
 
 
 @app.command()

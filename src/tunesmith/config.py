@@ -135,6 +135,28 @@ class EvalConfig(_Strict):
                        "false: the test split is used once, by the study's final run.")
 
 
+class SftConfig(_Strict):
+    format: Literal["auto", "messages", "alpaca", "prompt-response"] = Field(
+        "auto", description="Data layout: messages (a column of chat turns [{role, content}]), alpaca "
+        "(instruction, input, output columns), prompt-response (the columns named below). auto: from the columns.")
+    messages_column: str = Field("messages", description="Column of chat turns (format messages).")
+    prompt_column: str = Field("prompt", description="Column of user prompts (format prompt-response).")
+    response_column: str = Field("response", description="Column of assistant answers (format prompt-response).")
+    system_prompt: str | None = Field(None, description="System message put before every conversation that has "
+                                      "none.")
+    chat_template: str | None = Field(None, description="Chat template: a Jinja string, or 'chatml' (a named "
+                                      "default). Default: the tokenizer's own; chatml for a model without one.")
+    train_on_prompt: bool = Field(False, description="Compute the loss on prompt tokens too. Default: on "
+                                  "assistant tokens only.")
+    packing: bool = Field(False, description="Pack short conversations into rows of max_length tokens; each "
+                          "attends only to itself (position ids restart per conversation).")
+    overlong: Literal["truncate", "drop"] = Field("truncate", description="Conversations longer than "
+                                                  "model.max_length: truncate them, or drop them (counted).")
+    eval_generations: int = Field(20, ge=0, description="Held-out test prompts answered by the base and the "
+                                  "tuned model for the generation metrics and the side-by-side table.")
+    max_new_tokens: int = Field(64, gt=0, description="Longest generated answer in evaluation.")
+
+
 class ParamSpec(_Strict):
     type: Literal["float", "int", "categorical"] = Field(..., description="Kind of parameter.")
     low: float | None = Field(None, description="Lower bound (float, int).")
@@ -184,13 +206,15 @@ class TuneConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    task: str = Field("text-classification", description="What to train: text-classification.")
+    task: str = Field("text-classification", description="What to train: text-classification, or sft "
+                      "(instruction / chat fine-tuning of a causal language model).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    sft: SftConfig = Field(default_factory=SftConfig, description="Instruction / chat fine-tuning (task: sft).")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 
@@ -202,6 +226,22 @@ class RunConfig(_Strict):
         if value not in task_names():
             raise ValueError(f"expected one of {', '.join(task_names())}")
         return value
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> "RunConfig":
+        if self.task != "sft":
+            return self
+        # a language model is scored by its validation loss on the responses
+        if "metric_for_best" not in self.train.model_fields_set:
+            self.train.metric_for_best = "loss"
+        if "metric" not in self.tune.model_fields_set:
+            self.tune.metric = "loss"
+        if self.train.metric_for_best != "loss" or self.tune.metric != "loss":
+            raise ValueError("task sft is scored by validation loss: set train.metric_for_best and tune.metric "
+                             "to loss")
+        if self.train.method == "linear-probe":
+            raise ValueError("train.method = 'linear-probe' does not apply to task sft: use lora or full")
+        return self
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -10,11 +10,7 @@ import os
 from pathlib import Path
 
 from tunesmith.errors import UserError
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("TUNESMITH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "tunesmith")
-    return Path(root).expanduser()
+from tunesmith.io import cache_dir
 
 
 def bbc_news_csv() -> Path:
@@ -41,6 +37,39 @@ def bbc_news_csv() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     pd.DataFrame(rows).to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out
+
+
+def chatterbot_jsonl() -> Path:
+    """Write (once) the English chatterbot-corpus conversations as chat JSONL, exact duplicates
+    removed (the corpus repeats some exchanges up to 100 times). BSD licence, Gunther Cox et al."""
+    import importlib.util
+    import json
+
+    import yaml
+
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None:
+        raise UserError("the chat demo data ships in the package 'chatterbot-corpus'; run: pip install "
+                        "chatterbot-corpus")
+    out = cache_dir() / "data" / "chatterbot_english.jsonl"
+    if out.is_file():
+        return out
+    seen, lines = set(), []
+    for f in sorted((Path(spec.submodule_search_locations[0]) / "data" / "english").glob("*.yml")):
+        for conv in yaml.safe_load(f.read_text(encoding="utf-8")).get("conversations") or []:
+            turns = [" ".join(str(t).split()) for t in conv if t is not None and str(t).strip()]
+            turns = turns[: len(turns) // 2 * 2]  # user, assistant, user, assistant...
+            key = tuple(t.casefold() for t in turns)
+            if len(turns) < 2 or key in seen:
+                continue
+            seen.add(key)
+            msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+            lines.append(json.dumps({"messages": msgs, "topic": f.stem}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     return out
 

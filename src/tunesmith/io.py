@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_dir() -> Path:
+    """Where tunesmith keeps converted models and demo data: $TUNESMITH_CACHE, else ~/.cache/tunesmith."""
+    root = os.environ.get("TUNESMITH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "tunesmith")
+    return Path(root).expanduser()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def _curves(records: list[dict]) -> str:
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     axes[0].plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="validation loss")
     axes[0].set_xlabel("optimizer step"), axes[0].set_title("loss"), axes[0].legend()
-    for key in ("accuracy", "macro_f1"):
+    for key in [k for k in ("accuracy", "macro_f1", "perplexity") if any(k in r for r in evals)]:
         axes[1].plot([r["step"] for r in evals], [r.get(key) for r in evals], "o-", label=f"validation {key}")
     axes[1].set_xlabel("optimizer step"), axes[1].set_title("validation scores"), axes[1].legend()
     return _png(fig)
@@ -141,8 +141,56 @@ def write_report(run_dir: str | Path) -> Path:
     results = json.loads((run_dir / "results.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     config = (run_dir / "config.yaml").read_text()
-    labels, test, val = results["labels"], results["test"], results["validation"]
     tr = results["training"]
+    training = ["<h2>Training</h2>",
+                _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
+                       [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
+                         tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]])]
+    if results["task"] == "sft":
+        parts = [f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>", *_sft_sections(results, run_dir),
+                 *_audit_section(run_dir), *training, "<h3>Learning curves</h3>", _curves(records)]
+    else:
+        parts = _classification_sections(results, run_dir, records, training)
+    parts += ["<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    out = run_dir / "report.html"
+    atomic_write_text(out, page)
+    return out
+
+
+def _sft_sections(results: dict, run_dir: Path) -> list[str]:
+    """Base vs tuned: response loss with the paired bootstrap, generation metrics, answers side by side."""
+    import pandas as pd
+
+    test = results["test"]
+    red = test["loss_reduction"]
+    rows = [["base model", f"{test['base']['loss']:.4f}", f"{test['base']['perplexity']:.2f}"],
+            [f"tuned ({results['method']})", f"{test['loss']:.4f}", f"{test['perplexity']:.2f}"]]
+    parts = [f"<p>sft · model <b>{html.escape(results['model'])}</b> · method <b>{html.escape(results['method'])}"
+             f"</b> · chat template {html.escape(results['chat_template'])} · stop token "
+             f"<code>{html.escape(results['stop_token'])}</code></p>",
+             "<h2 id='comparison'>Did fine-tuning help? (held-out test conversations)</h2>",
+             _table(["model", "response loss", "perplexity"], rows),
+             f"<p>Loss reduction (base - tuned) {red['difference']:+.4f} [{red['low']:+.4f}, {red['high']:+.4f}], "
+             f"paired bootstrap over {test['n']} conversations, p = {red['p_value']:.3f}: "
+             f"<b>{html.escape(red['verdict'])}</b>.</p>"]
+    gen = results.get("generation")
+    if gen:
+        parts += ["<h2>Generated answers</h2>",
+                  _table(["model", "exact match", "token F1", "ROUGE-L", "n"],
+                         [[name, f"{g['exact_match']:.3f}", f"{g['token_f1']:.3f}", f"{g['rouge_l']:.3f}", g["n"]]
+                          for name, g in (("base model", gen["base"]), ("tuned", gen["tuned"]))]),
+                  f"<p class='muted'>greedy decoding, at most {gen['max_new_tokens']} new tokens.</p>"]
+    if (run_dir / "generations.csv").is_file():
+        table = pd.read_csv(run_dir / "generations.csv", keep_default_na=False)
+        parts += ["<h3>Base vs tuned, side by side</h3>",
+                  _table(["prompt", "reference", "base model", "tuned"], table.values.tolist())]
+    return parts
+
+
+def _classification_sections(results: dict, run_dir: Path, records: list[dict], training: list[str]) -> list[str]:
+    labels, test, val = results["labels"], results["test"], results["validation"]
     compare = [[f"fine-tuned ({results['method']})", _with_ci(test, "accuracy"), _with_ci(test, "macro_f1"),
                 test["loss"], test["n"]]]
     for name, b in results["baselines"].items():
@@ -156,10 +204,7 @@ def write_report(run_dir: str | Path) -> Path:
         _table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
         *_verdict(results.get("comparison") or {}),
         *_audit_section(run_dir),
-        "<h2>Training</h2>",
-        _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
-               [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
-                 tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]]),
+        *training,
         f"<p>{html.escape(results.get('overfitting', {}).get('summary', ''))}</p>",
         "<h3>Learning curves</h3>", _curves(records),
         *_calibration(results.get("calibration")),
@@ -168,10 +213,5 @@ def write_report(run_dir: str | Path) -> Path:
         *_errors(results.get("error_analysis")),
         "<h2>Per-class scores: test</h2>", _per_class(test),
         "<h2>Per-class scores: validation</h2>", _per_class(val),
-        "<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>",
     ]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
-    out = run_dir / "report.html"
-    atomic_write_text(out, page)
-    return out
+    return parts

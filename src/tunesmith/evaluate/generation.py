@@ -1,0 +1,119 @@
+"""Scoring a language model's answers: response loss, and generation metrics against references.
+
+Exact match and token F1 follow SQuAD's normalisation (lower case, no punctuation or articles);
+ROUGE-L is Google's `rouge-score` package (F-measure, Porter stemming).
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tunesmith.models.chat import IGNORE
+
+
+def _normalize(text: str) -> list[str]:
+    text = "".join(ch for ch in str(text).lower() if ch not in set(string.punctuation))
+    return re.sub(r"\b(a|an|the)\b", " ", text).split()
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(_normalize(prediction) == _normalize(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = _normalize(prediction), _normalize(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def generation_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
+    """Per-answer and mean exact match, token F1 and ROUGE-L F-measure."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rows = [{"exact_match": exact_match(p, r), "token_f1": token_f1(p, r),
+             "rouge_l": scorer.score(str(r), str(p))["rougeL"].fmeasure} for p, r in zip(predictions, references)]
+    means = {k: float(np.mean([row[k] for row in rows])) if rows else float("nan")
+             for k in ("exact_match", "token_f1", "rouge_l")}
+    return {**means, "n": len(rows), "per_answer": rows}
+
+
+@torch.no_grad()
+def response_losses(model, examples: Sequence[dict], collate, batch_size: int, accelerator) -> tuple[np.ndarray,
+                                                                                                      np.ndarray]:
+    """Summed token loss and number of loss tokens of each example, in example order (sharded
+    over processes when distributed). The token-mean loss of a split is sums.sum() / counts.sum()."""
+    data = [{**ex, "example_index": i} for i, ex in enumerate(examples)]
+
+    def collate_with_index(items):
+        batch = collate([{k: v for k, v in it.items() if k != "example_index"} for it in items])
+        batch["example_index"] = torch.tensor([it["example_index"] for it in items])
+        return batch
+
+    loader = accelerator.prepare(DataLoader(data, batch_size=batch_size, shuffle=False,
+                                            collate_fn=collate_with_index))
+    was_training = model.training
+    model.eval()
+    sums, counts, index = [], [], []
+    for batch in loader:
+        idx, labels = batch.pop("example_index"), batch.pop("labels")
+        logits = model(**batch, use_cache=False).logits.float()
+        targets = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE,
+                                                 reduction="none")
+        per = torch.stack([loss.sum(1), (targets != IGNORE).sum(1).float()], dim=1)
+        per, idx = accelerator.gather_for_metrics((per, idx))
+        sums.append(per[:, 0].cpu().numpy())
+        counts.append(per[:, 1].cpu().numpy())
+        index.append(idx.cpu().numpy())
+    model.train(was_training)
+    order = np.argsort(np.concatenate(index), kind="stable")
+    return np.concatenate(sums)[order], np.concatenate(counts)[order]
+
+
+def loss_summary(sums: np.ndarray, counts: np.ndarray) -> dict:
+    loss = float(sums.sum() / max(counts.sum(), 1))
+    return {"loss": loss, "perplexity": float(np.exp(min(loss, 50))), "tokens": int(counts.sum()), "n": len(sums)}
+
+
+def compare_losses(base: tuple[np.ndarray, np.ndarray], tuned: tuple[np.ndarray, np.ndarray], resamples: int,
+                   level: float, seed: int) -> dict:
+    """Paired bootstrap over conversations of the loss reduction base - tuned (positive: tuned better)."""
+    from tunesmith.evaluate.stats import paired_bootstrap
+
+    def token_mean(counts, sums):
+        return float(sums.sum() / max(counts.sum(), 1))
+
+    return paired_bootstrap(base[1], base[0], tuned[0], token_mean, resamples, level, seed)
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: Sequence[list[int]], stop_id: int, max_new_tokens: int,
+                     batch_size: int = 8) -> list[str]:
+    """Greedy answers to tokenized prompts (left-padded batches), stopping at the stop token."""
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_id
+    answers: list[str] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=stop_id, pad_token_id=pad)
+        answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    model.train(was_training)
+    return answers

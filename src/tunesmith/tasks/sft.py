@@ -1,0 +1,383 @@
+"""Instruction / chat fine-tuning (SFT) of a causal language model.
+
+Rows become conversations (lists of {role, content}); the tokenizer's chat template renders them;
+the loss covers assistant tokens only (by default); optional packing keeps conversations from
+attending to each other. The run proves the stop token before training, and afterwards compares
+the tuned model with the base model on held-out conversations: response loss with a paired
+bootstrap, and generated answers (exact match, token F1, ROUGE-L) side by side in report.html.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.data.load import ROW, blank, read_table
+from tunesmith.errors import UserError
+from tunesmith.io import atomic_write_json
+from tunesmith.memo import Memo, key
+from tunesmith.models import chat
+from tunesmith.models.methods import apply_method, save_model
+from tunesmith.models.registry import hub_error, resolve_model
+from tunesmith.tasks import register_task
+from tunesmith.tasks.base import Prepared, TaskData
+
+ROLES = ("system", "user", "assistant")
+
+
+def _cell_messages(value, where: str) -> list[dict]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UserError(f"{where}: messages are not a JSON list of {{role, content}}") from None
+    if not isinstance(value, (list, tuple, np.ndarray)) or not len(value):
+        raise UserError(f"{where}: expected a non-empty list of {{role, content}} messages, found {type(value).__name__}")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise UserError(f"{where}: message {i + 1} is not an object with 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise UserError(f"{where}: message {i + 1} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+        out.append({"role": m["role"], "content": "" if m["content"] is None else str(m["content"])})
+    return out
+
+
+def conversations(df: pd.DataFrame, path: Path, cfg: RunConfig) -> pd.DataFrame:
+    """The rows of one file as conversations (column `messages`), with `text` (a plain rendering, for
+    the audit) and the row number. The layout comes from sft.format or, with auto, from the columns."""
+    s = cfg.sft
+    columns = [c for c in df.columns if c != ROW]
+    fmt = s.format
+    if fmt == "auto":
+        if s.messages_column in columns:
+            fmt = "messages"
+        elif {"instruction", "output"} <= set(columns):
+            fmt = "alpaca"
+        elif {s.prompt_column, s.response_column} <= set(columns):
+            fmt = "prompt-response"
+        else:
+            raise UserError(f"{path}: cannot tell the data layout from the columns ({', '.join(map(str, columns))}); "
+                            f"expected a {s.messages_column!r} column of chat turns, instruction/input/output "
+                            f"columns, or {s.prompt_column!r} and {s.response_column!r} (sft.prompt_column, "
+                            "sft.response_column)")
+    need = {"messages": [s.messages_column], "alpaca": ["instruction", "output"],
+            "prompt-response": [s.prompt_column, s.response_column]}[fmt]
+    for col in need:
+        if col not in columns:
+            raise UserError(f"{path}: no column {col!r} (sft.format {fmt}); columns found: {', '.join(map(str, columns))}")
+    where = "line" if path.suffix.lower() != ".parquet" else "row"
+    rows = []
+    for _, r in df.iterrows():
+        line = f"{path}: {where} {r[ROW]}"
+        if fmt == "messages":
+            value = r[s.messages_column]
+            missing = value is None or (isinstance(value, float) and np.isnan(value)) or \
+                (isinstance(value, str) and not value.strip())
+            msgs = [] if missing else _cell_messages(value, line)
+        elif fmt == "alpaca":
+            extra = r.get("input")
+            prompt = str(r["instruction"] if not blank(pd.Series([r["instruction"]]))[0] else "")
+            if extra is not None and not blank(pd.Series([extra]))[0]:
+                prompt = f"{prompt}\n\n{extra}"
+            msgs = [{"role": "user", "content": prompt},
+                    {"role": "assistant", "content": "" if blank(pd.Series([r["output"]]))[0] else str(r["output"])}]
+        else:
+            p, a = r[s.prompt_column], r[s.response_column]
+            msgs = [{"role": "user", "content": "" if blank(pd.Series([p]))[0] else str(p)},
+                    {"role": "assistant", "content": "" if blank(pd.Series([a]))[0] else str(a)}]
+        if s.system_prompt and msgs and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": s.system_prompt}, *msgs]
+        rows.append({"messages": msgs, ROW: int(r[ROW])})
+    out = pd.DataFrame(rows, columns=["messages", ROW])
+    out["text"] = out["messages"].map(plain_text)
+    out["label"] = "conversation"  # one class: the shared audit checks need a label column
+    return out
+
+
+def plain_text(messages: list[dict]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def _split(df: pd.DataFrame, size: float, seed: int, what: str, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    n_out = max(1, round(len(df) * size))
+    if n_out >= len(df):
+        raise UserError(f"{source}: {len(df)} conversations are too few to split off a {what} set; give data.{what} "
+                        "as a file")
+    keep, out = train_test_split(df, test_size=n_out, random_state=seed)
+    return keep.reset_index(drop=True), out.reset_index(drop=True)
+
+
+@register_task("sft")
+class SupervisedFineTuning:
+    name: str
+
+    # -- data ------------------------------------------------------------------------------
+    def load_data(self, cfg: RunConfig) -> TaskData:
+        d = cfg.data
+        frames = {}
+        report = {}
+        for split in ("train", "validation", "test"):
+            path = getattr(d, split)
+            if path is None:
+                continue
+            frames[split] = conversations(read_table(path), Path(path), cfg)
+            report[split] = {"file": str(path), "conversations": len(frames[split])}
+        if d.max_train_rows and len(frames["train"]) > d.max_train_rows:
+            frames["train"] = frames["train"].sample(d.max_train_rows, random_state=cfg.train.seed).reset_index(drop=True)
+        if "test" not in frames:
+            frames["train"], frames["test"] = _split(frames["train"], d.test_size, cfg.train.seed, "test", str(d.train))
+        if "validation" not in frames:
+            frames["train"], frames["validation"] = _split(frames["train"], d.validation_size / (1 - d.test_size),
+                                                           cfg.train.seed + 1, "validation", str(d.train))
+        splits = {k: frames[k] for k in ("train", "validation", "test")}
+        return TaskData(splits=splits, labels=[], data_report={"files": report})
+
+    def audit(self, cfg: RunConfig, data: TaskData) -> tuple[TaskData, dict]:
+        """Shared text checks on the rendered conversations (duplicates, near-duplicates, leakage,
+        personal data, encoding) plus SFT checks: empty turns and a missing assistant turn (blocking:
+        nothing to learn). Lengths against the context are added once the tokenizer is known."""
+        from tunesmith.data.audit import BLOCKING, _finding, check_encoding, check_exact, check_near, check_pii
+        from tunesmith.data.clean import _drop, apply_fixes
+
+        frames = data.splits
+        findings = check_exact(frames) + check_near(frames, cfg.audit.near_duplicate_threshold)
+        findings = [f for f in findings if f["check"] != "conflicting_duplicates"]
+        findings += [check_pii(frames), check_encoding(frames)]
+        empty, no_answer = [], []
+        for split, df in frames.items():
+            for msgs, row in zip(df["messages"], df[ROW]):
+                if not msgs or any(not m["content"].strip() for m in msgs):
+                    empty.append({"split": split, "row": int(row)})
+                if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
+                    no_answer.append({"split": split, "row": int(row)})
+        findings += [
+            _finding("empty_turns", BLOCKING, empty, f"{len(empty)} conversations have an empty turn"
+                     if empty else "no empty turns"),
+            _finding("missing_assistant_turn", BLOCKING, no_answer, f"{len(no_answer)} conversations have no "
+                     "assistant answer to learn" if no_answer else "every conversation has an assistant answer"),
+        ]
+        report = {"rows": {s: int(len(df)) for s, df in frames.items()},
+                  "blocking": [f["check"] for f in findings if f["severity"] == BLOCKING],
+                  "findings": findings, "seconds": {}, "fixes": []}
+        fixable = {"empty_turns", "missing_assistant_turn"}
+        audit_cfg = cfg.audit.model_copy(update={"mask_pii": False, "balance": "none"})
+        splits, fixes = apply_fixes(dict(frames), report, audit_cfg, cfg.train.seed)
+        if cfg.data.drop_missing or cfg.audit.on_issue == "fix":
+            rows = [r for f in findings if f["check"] in fixable for r in f["rows"]]
+            splits, n = _drop(splits, rows)
+            fixes.append({"fix": "drop_incomplete", "rows": n, "detail": "conversations with an empty turn or no "
+                                                                        "assistant answer"})
+            report["blocking"] = [b for b in report["blocking"] if b not in fixable]
+        if cfg.audit.mask_pii:
+            from tunesmith.data.pii import mask_pii
+
+            n = 0
+            for split, df in splits.items():
+                masked = df["messages"].map(lambda ms: [{**m, "content": mask_pii(m["content"])} for m in ms])
+                n += int((masked.map(plain_text) != df["text"]).sum())
+                splits[split] = df.assign(messages=masked, text=masked.map(plain_text))
+            fixes.append({"fix": "mask_pii", "rows": n, "detail": "e-mail addresses, phone and card numbers masked"})
+        report["fixes"] = fixes
+        for split, df in splits.items():
+            if df.empty:
+                raise UserError(f"data audit: no {split} conversations left after the fixes")
+        return TaskData(splits=splits, labels=[], data_report=data.data_report), report
+
+    def profile(self, data: TaskData) -> dict:
+        train = data.splits["train"]
+        return {"conversations": len(train),
+                "assistant_turns": int(train["messages"].map(lambda ms: sum(m["role"] == "assistant" for m in ms)).sum()),
+                "median_words": float(train["text"].str.split().str.len().median())}
+
+    # -- model -----------------------------------------------------------------------------
+    def prepare(self, cfg: RunConfig, data: TaskData, memo: Memo | None = None) -> Prepared:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        memo = memo or Memo(enabled=False)
+        resolved = resolve_model(cfg.model.name)
+        kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=torch.float32, **kwargs)
+        except OSError as err:
+            if resolved.kind == "hub":
+                raise hub_error(cfg.model.name, err) from None
+            raise UserError(f"model.name = {cfg.model.name!r}: cannot load a causal LM from {resolved.source} "
+                            f"({str(err).splitlines()[0]})") from None
+        template = chat.set_template(tokenizer, cfg.sft.chat_template)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.use_cache = False  # a cache turns off packed-sequence masking, and training needs none
+        if model.generation_config is None:
+            model.generation_config = GenerationConfig()
+        stop_id = chat.stop_token(tokenizer, model.generation_config)
+        eos = model.generation_config.eos_token_id
+        if eos is not None and stop_id not in ([eos] if isinstance(eos, int) else eos):
+            raise UserError(f"generation_config.eos_token_id = {eos}, but assistant turns end with "
+                            f"{tokenizer.convert_ids_to_tokens(stop_id)!r} (id {stop_id}): generation would not stop "
+                            "where training taught the model to stop; fix the model's generation_config.json")
+        model.generation_config.eos_token_id = stop_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if cfg.model.dropout is not None and hasattr(model.config, "attention_dropout"):
+            model.config.attention_dropout = cfg.model.dropout
+        model = apply_method(model, cfg.train.method, cfg.train.lora, task_type="CAUSAL_LM")
+
+        limit = min(int(getattr(model.config, "max_position_embeddings", 2048) or 2048), 8192)
+        max_length = cfg.model.max_length or min(limit, 1024)
+        if max_length > limit:
+            raise UserError(f"model.max_length = {max_length}: this model takes at most {limit} tokens")
+        tokens_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
+                         cfg.sft.model_dump(mode="json"), cfg.train.seed, resolved.source, max_length)
+        encoded, lengths_report = memo.get("tokens", tokens_key,
+                                           lambda: self._encode(tokenizer, data, stop_id, max_length, cfg))
+        spans = chat.check_stops(tokenizer, [(e["input_ids"], e["labels"]) for e in encoded["train"][:64]], stop_id)
+        train = chat.pack(encoded["train"], max_length) if cfg.sft.packing else encoded["train"]
+        self.stop_id, self.tokenizer = stop_id, tokenizer
+        self.base_source = resolved.source
+        return Prepared(model=model, encoded={**encoded, "train": train},
+                        lengths=[len(e["input_ids"]) for e in train], collate=chat.ChatCollator(tokenizer.pad_token_id),
+                        preprocessor=tokenizer,
+                        resolved={"model_source": resolved.source, "model_kind": resolved.kind,
+                                  "max_length": max_length, "chat_template": template,
+                                  "stop_token": tokenizer.convert_ids_to_tokens(stop_id), "stop_token_id": stop_id,
+                                  "stop_check": f"{spans} assistant turns of real training examples end with it",
+                                  "packed_rows": len(train) if cfg.sft.packing else None, **lengths_report})
+
+    def _encode(self, tokenizer, data: TaskData, stop_id: int, max_length: int, cfg: RunConfig):
+        """Encode every split; conversations over max_length are truncated or dropped (sft.overlong)."""
+        encoded, over = {}, {}
+        for split, df in data.splits.items():
+            rows = []
+            over[split] = []
+            for msgs, row in zip(df["messages"], df[ROW]):
+                ids, labels = chat.encode_conversation(tokenizer, msgs, stop_id, cfg.sft.train_on_prompt)
+                if len(ids) > max_length:
+                    over[split].append(int(row))
+                    if cfg.sft.overlong == "drop":
+                        continue
+                    ids, labels = ids[:max_length], labels[:max_length]
+                if all(lab == chat.IGNORE for lab in labels[1:]):
+                    continue  # truncation left no answer token to learn from
+                rows.append({"input_ids": ids, "labels": labels})
+            if not rows:
+                raise UserError(f"{split}: no conversation fits model.max_length = {max_length} tokens with an "
+                                "answer left; raise model.max_length")
+            encoded[split] = rows
+        return encoded, {"overlong": {s: {"count": len(r), "rows": r[:20]} for s, r in over.items()},
+                         "overlong_policy": cfg.sft.overlong}
+
+    # -- objective -------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch, use_cache=False).loss
+
+    def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs, use_cache=False).logits
+
+    def metrics(self, y_true, logits, labels) -> dict:  # pragma: no cover - SFT scores by response loss
+        raise NotImplementedError("sft scores with validate() and finish()")
+
+    def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model, accelerator) -> dict:
+        from tunesmith.evaluate.generation import loss_summary, response_losses
+
+        sums, counts = response_losses(model, prepared.encoded["validation"], prepared.collate,
+                                       cfg.train.eval_batch_size, accelerator)
+        return loss_summary(sums, counts)
+
+    # -- after training ----------------------------------------------------------------------
+    def finish(self, cfg: RunConfig, data: TaskData, prepared: Prepared, accelerator, training: dict,
+               run_dir: Path) -> dict:
+        from tunesmith.evaluate import generation as G
+
+        model = prepared.model
+        splits = ["validation", "test"] if cfg.eval.test else ["validation"]
+        tuned = {s: G.response_losses(model, prepared.encoded[s], prepared.collate, cfg.train.eval_batch_size,
+                                      accelerator) for s in splits}
+        with _base_model(accelerator.unwrap_model(model), self.base_source) as base:
+            base_losses = {s: G.response_losses(base, prepared.encoded[s], prepared.collate,
+                                                cfg.train.eval_batch_size, accelerator) for s in splits}
+            if not accelerator.is_main_process:
+                return {}
+            samples = self._held_out_prompts(data, cfg) if cfg.eval.test else []
+            prompts = [chat.prompt_ids(self.tokenizer, s["prompt"]) for s in samples]
+            base_answers = G.generate_answers(base, self.tokenizer, prompts, self.stop_id, cfg.sft.max_new_tokens)
+        tuned_answers = G.generate_answers(accelerator.unwrap_model(model), self.tokenizer, prompts, self.stop_id,
+                                           cfg.sft.max_new_tokens)
+        e = cfg.eval
+        results: dict = {"task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": [],
+                         "training": training, "chat_template": prepared.resolved["chat_template"],
+                         "stop_token": prepared.resolved["stop_token"]}
+        for s in splits:
+            results[s] = {**G.loss_summary(*tuned[s]), "base": G.loss_summary(*base_losses[s]),
+                          "loss_reduction": G.compare_losses(base_losses[s], tuned[s], e.bootstrap_resamples,
+                                                             e.confidence_level, cfg.train.seed)}
+        if samples:
+            refs = [s["reference"] for s in samples]
+            results["generation"] = {"tuned": G.generation_scores(tuned_answers, refs),
+                                     "base": G.generation_scores(base_answers, refs),
+                                     "max_new_tokens": cfg.sft.max_new_tokens}
+            table = pd.DataFrame({"prompt": [s["prompt"][-1]["content"] for s in samples], "reference": refs,
+                                  "base": base_answers, "tuned": tuned_answers})
+            tmp = run_dir / ".generations.csv.tmp"
+            table.to_csv(tmp, index=False)
+            tmp.replace(run_dir / "generations.csv")
+        self.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
+        atomic_write_json(run_dir / "results.json", results)
+        if cfg.eval.test:
+            from tunesmith.evaluate.report import write_report
+
+            write_report(run_dir)
+        return results
+
+    def _held_out_prompts(self, data: TaskData, cfg: RunConfig) -> list[dict]:
+        """Test conversations cut before their last assistant turn: the prompt, and that turn as reference."""
+        out = []
+        for msgs in data.splits["test"]["messages"]:
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is not None and last > 0:
+                out.append({"prompt": msgs[:last], "reference": msgs[last]["content"]})
+            if len(out) >= cfg.sft.eval_generations:
+                break
+        return out
+
+    def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
+        """The merged model with its tokenizer (chat template included) and a generation config that
+        stops on the end-of-turn token; a LoRA run also keeps adapter/."""
+        model.config.use_cache = True  # off for training only
+        save_model(model, prepared.preprocessor, folder)
+
+
+class _base_model:
+    """The pre-trained model, for comparison: the adapter switched off (LoRA), or loaded afresh."""
+
+    def __init__(self, model, source: str) -> None:
+        self.model, self.source, self.ctx = model, source, None
+
+    def __enter__(self):
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.ctx = self.model.disable_adapter()
+            self.ctx.__enter__()
+            return self.model
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
+        base.config.use_cache = False
+        if base.get_input_embeddings().num_embeddings < self.model.get_input_embeddings().num_embeddings:
+            base.resize_token_embeddings(self.model.get_input_embeddings().num_embeddings)
+        base.generation_config = self.model.generation_config
+        return base.to(next(self.model.parameters()).device)
+
+    def __exit__(self, *exc) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
