@@ -284,12 +284,17 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more ru
 
 
 @app.command()
-def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder.")) -> None:
-    """Fine-tune the shipped MiniLM-L6 encoder on BBC News topics (a few minutes on a laptop CPU)."""
-    from tunesmith.demo import demo_config
+def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
+         task: str = typer.Option("text-classification", "--task", help="text-classification: MiniLM-L6 on BBC "
+                                  "News topics; sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations.")
+         ) -> None:
+    """Fine-tune a shipped model on real public data (a few minutes on a laptop CPU)."""
+    from tunesmith.demo import demo_config, sft_demo_config
     from tunesmith.run import fine_tune
 
-    run = fine_tune(demo_config(output_dir))
+    if task not in ("text-classification", "sft"):
+        raise UserError(f"demo --task {task!r}: expected text-classification or sft")
+    run = fine_tune(demo_config(output_dir) if task == "text-classification" else sft_demo_config(output_dir))
     _summary(run)
 
 

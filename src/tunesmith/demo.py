@@ -74,6 +74,28 @@ def chatterbot_jsonl() -> Path:
     return out
 
 
+def sft_demo_settings() -> dict:
+    """The chat demo (also examples/sft-chatterbot.yaml): SmolLM2-135M-Instruct with LoRA on the
+    deduplicated chatterbot-corpus conversations; base vs tuned answers side by side in the report."""
+    return {
+        "task": "sft",
+        "model": {"name": "smollm2-135m", "max_length": 256},
+        "data": {"train": "chatterbot_english.jsonl", "validation_size": 0.1, "test_size": 0.1},
+        "train": {"method": "lora", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
+                  "lora": {"rank": 16, "alpha": 32, "dropout": 0.05}},
+        "sft": {"eval_generations": 20, "max_new_tokens": 48},
+        "audit": {"on_issue": "fix", "drop_duplicates": True},
+    }
+
+
+def sft_demo_config(output_dir: str | Path = "runs"):
+    from tunesmith.config import build_config
+
+    settings = sft_demo_settings()
+    settings["data"]["train"] = str(chatterbot_jsonl())
+    return build_config({**settings, "output_dir": str(output_dir)}, source="demo")
+
+
 def demo_config(output_dir: str | Path = "runs"):
     """The shipped demo: audit (fixing leaks), full fine-tune on the first 128 tokens of each article, 1 epoch."""
     from tunesmith.config import build_config

@@ -226,3 +226,16 @@ def test_sft_config_is_scored_by_loss(tiny_lm, tmp_path):
     assert cfg.train.metric_for_best == "loss" and cfg.tune.metric == "loss"
     with pytest.raises(UserError, match="does not apply to task sft"):
         build_config({**sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path), "train": {"method": "linear-probe"}})
+
+
+def test_examples_config_is_the_sft_demo():
+    """examples/sft-chatterbot.yaml and `tunesmith demo --task sft` run the same settings."""
+    from pathlib import Path
+
+    import yaml
+
+    from tunesmith.demo import sft_demo_settings
+
+    example = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "sft-chatterbot.yaml").read_text())
+    assert example == sft_demo_settings()
+    build_config(example)  # valid as written
