@@ -23,6 +23,9 @@ def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) 
 
     quiet_hf()
     run = load_run(run_dir)
+    if run.config.task != "text-classification":
+        raise UserError(f"{run.path}: a {run.config.task} run; predict and eval take text-classification runs "
+                        "(for sft: tunesmith chat RUN_DIR)")
     if not (run.model_dir / "config.json").is_file():
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)

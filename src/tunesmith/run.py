@@ -195,6 +195,10 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         lengths["message"] += (f"; {prepared.resolved['truncated_share']:.1%} of training texts exceed "
                                f"max_length {prepared.resolved['max_length']} tokens and are truncated")
         atomic_write_json(run_dir / "audit.json", audit_report)
+    if main and audit_report is not None and prepared.resolved.get("audit_findings"):
+        # checks that need the tokenizer (e.g. conversations longer than the context)
+        audit_report["findings"] += prepared.resolved["audit_findings"]
+        atomic_write_json(run_dir / "audit.json", audit_report)
     if main and not resuming:
         save_config(resolved, run_dir / "config.yaml")
         atomic_write_json(run_dir / "splits.json", splits)

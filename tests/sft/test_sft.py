@@ -188,6 +188,7 @@ def test_lora_export_merges_to_the_same_outputs(tmp_path, tiny_lm):
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-5)
     assert main(["chat", str(run.path), "--prompt", "Where is Paris?", "--max-new-tokens", "5"]) == 0
+    assert main(["predict", str(run.path), "--text", "hello"]) == 2  # one clear line: use chat
 
 
 def test_sft_audit_blocks_on_empty_and_unanswered_conversations(tmp_path, tiny_lm):
@@ -219,6 +220,8 @@ def test_overlong_conversations_truncate_or_drop(tmp_path, tiny_lm):
         run = fine_tune(build_config(cfg))
         report = json.loads((run.path / "data_report.json").read_text())
         assert sum(v["count"] for v in report["overlong"].values()) == 1 and report["overlong_policy"] == policy
+        audit = json.loads((run.path / "audit.json").read_text())
+        assert next(f for f in audit["findings"] if f["check"] == "overlong")["count"] == 1
 
 
 def test_sft_config_is_scored_by_loss(tiny_lm, tmp_path):

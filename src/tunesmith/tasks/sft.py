@@ -272,8 +272,15 @@ class SupervisedFineTuning:
                 raise UserError(f"{split}: no conversation fits model.max_length = {max_length} tokens with an "
                                 "answer left; raise model.max_length")
             encoded[split] = rows
+        from tunesmith.data.audit import WARNING, _finding
+
+        rows = [{"split": s, "row": r} for s, rs in over.items() for r in rs]
+        verb = "dropped" if cfg.sft.overlong == "drop" else "truncated"
+        finding = _finding("overlong", WARNING, rows, f"{len(rows)} conversations exceed model.max_length = "
+                           f"{max_length} tokens and were {verb} (sft.overlong)" if rows else
+                           f"every conversation fits in {max_length} tokens")
         return encoded, {"overlong": {s: {"count": len(r), "rows": r[:20]} for s, r in over.items()},
-                         "overlong_policy": cfg.sft.overlong}
+                         "overlong_policy": cfg.sft.overlong, "audit_findings": [finding]}
 
     # -- objective -------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
