@@ -8,7 +8,8 @@ and given to tunesmith as data.train, so that one epoch (epochs=1; tunesmith has
 STEPS steps of BATCH_SIZE and both tools train on exactly the same conversations. tunesmith splits
 validation and test sets off data.train when they are not given; to keep the training rows whole, the
 next 8 rows of the file go to OUT/validation.jsonl and the 8 after to OUT/test.jsonl (validation is
-scored at the end of the epoch, outside train_seconds; eval.test is off, so test is never scored).
+scored once after training, not inside the loop (eval_every_steps above STEPS), outside train_seconds;
+eval.test is off, so test is never scored).
 The batch order differs from the peer's (both shuffle with seed, with different samplers), so the
 padding per batch differs a little; tokens and tokens_per_second count non-padding tokens only.
 
@@ -17,7 +18,7 @@ is 0.06), weight_decay 0 (default 0.01), linear decay, max_grad_norm 1, group_by
 (tunesmith's default true batches similar lengths, which is faster: not what is compared here),
 no packing, float32, no gradient checkpointing, loss on assistant tokens (every assistant turn;
 the peer's completion-only loss covers the last one: same input tokens, different loss mask).
-eval_batch_size = batch size, so end-of-epoch validation does not raise the memory high-water mark.
+eval_batch_size = batch size, so the after-training validation stays small.
 
 Output: one JSON line like the peer's. train_seconds and global_step come from
 run.results["training"] (tunesmith's clock covers the training steps, not evaluation or
@@ -105,7 +106,11 @@ def main() -> None:
            "train": {"method": a.method, "epochs": 1, "batch_size": a.batch_size, "eval_batch_size": a.batch_size,
                      "learning_rate": a.lr, "warmup_ratio": 0.0, "weight_decay": 0.0, "scheduler": "linear",
                      "max_grad_norm": 1.0, "group_by_length": False, "seed": a.seed, "logging_steps": 5,
-                     "checkpoint_every_steps": 10**9,
+                     # no evaluation or checkpoint inside the training loop: tunesmith would otherwise score
+                     # validation and write a checkpoint (all weights, for full) at the end of the epoch, before
+                     # the last-step callback reads the memory high-water mark; validation is still scored
+                     # after training (finish), outside train_seconds and peak_rss_mb
+                     "eval_every_steps": 10**9, "checkpoint_every_steps": 10**9,
                      "lora": {"rank": a.lora_rank, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
                               "target_modules": ["q_proj", "v_proj"]}},
            "sft": {"eval_generations": 0, "packing": False},
