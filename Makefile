@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-sft clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet datasets
 	$(PY) bench/bench_textcls.py
+
+bench-sft: $(STAMP)
+	$(PY) -m pip install --quiet trl datasets
+	$(PY) bench/bench_sft.py
 
 clean:
 	rm -rf $(VENV) runs
