@@ -99,7 +99,9 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.opt
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    # the fused kernel (one op for all tensors) is what transformers' Trainer picks too; faster on CPU and GPU
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
 
 
 def _progress(enabled: bool):
