@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from tunesmith.models.chat import IGNORE
 
@@ -49,37 +48,20 @@ def generation_scores(predictions: Sequence[str], references: Sequence[str]) -> 
     return {**means, "n": len(rows), "per_answer": rows}
 
 
-@torch.no_grad()
 def response_losses(model, examples: Sequence[dict], collate, batch_size: int, accelerator) -> tuple[np.ndarray,
                                                                                                       np.ndarray]:
     """Summed token loss and number of loss tokens of each example, in example order (sharded
     over processes when distributed). The token-mean loss of a split is sums.sum() / counts.sum()."""
-    data = [{**ex, "example_index": i} for i, ex in enumerate(examples)]
+    from tunesmith.train.loop import per_example
 
-    def collate_with_index(items):
-        batch = collate([{k: v for k, v in it.items() if k != "example_index"} for it in items])
-        batch["example_index"] = torch.tensor([it["example_index"] for it in items])
-        return batch
-
-    loader = accelerator.prepare(DataLoader(data, batch_size=batch_size, shuffle=False,
-                                            collate_fn=collate_with_index))
-    was_training = model.training
-    model.eval()
-    sums, counts, index = [], [], []
-    for batch in loader:
-        idx, labels = batch.pop("example_index"), batch.pop("labels")
-        logits = model(**batch, use_cache=False).logits.float()
-        targets = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE,
+    def sums_and_counts(m, batch):
+        labels = batch.pop("labels")[:, 1:]
+        logits = m(**batch, use_cache=False).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE,
                                                  reduction="none")
-        per = torch.stack([loss.sum(1), (targets != IGNORE).sum(1).float()], dim=1)
-        per, idx = accelerator.gather_for_metrics((per, idx))
-        sums.append(per[:, 0].cpu().numpy())
-        counts.append(per[:, 1].cpu().numpy())
-        index.append(idx.cpu().numpy())
-    model.train(was_training)
-    order = np.argsort(np.concatenate(index), kind="stable")
-    return np.concatenate(sums)[order], np.concatenate(counts)[order]
+        return loss.sum(1), (labels != IGNORE).sum(1).float()
+
+    return per_example(model, examples, collate, batch_size, accelerator, sums_and_counts)
 
 
 def loss_summary(sums: np.ndarray, counts: np.ndarray) -> dict:
