@@ -206,7 +206,8 @@ def test_sft_audit_blocks_on_empty_and_unanswered_conversations(tmp_path, tiny_l
     run = fine_tune(build_config(cfg))
     audit = json.loads((run.path / "audit.json").read_text())
     found = {f["check"]: f["count"] for f in audit["findings"]}
-    assert found["empty_turns"] == 1 and found["missing_assistant_turn"] == 2  # row 4 counts in both and found["exact_duplicates"] >= 1
+    # row 4 (an empty answer) counts in both
+    assert found["empty_turns"] == 1 and found["missing_assistant_turn"] == 2 and found["exact_duplicates"] >= 1
     assert next(f for f in audit["fixes"] if f["fix"] == "drop_incomplete")["rows"] == 2
 
 

@@ -101,6 +101,9 @@ def stop_token(tokenizer, generation_config) -> int:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
         eos_ids.append(tokenizer.eos_token_id)
     # the last end-of-sequence id inside the rendered answer is the one the model must learn to emit
+    if not eos_ids:
+        raise UserError("the tokenizer has no eos_token and generation_config no eos_token_id: nothing tells "
+                        "generation where an answer ends; set the tokenizer's eos_token")
     found = [t for t in answer if t in eos_ids]
     if not found:
         raise UserError(_stop_error(tokenizer, eos_ids[0] if eos_ids else -1, tokenizer.decode(answer)) +

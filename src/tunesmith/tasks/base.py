@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 
 from tunesmith.config import RunConfig
@@ -49,9 +48,6 @@ class Task(Protocol):
 
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Model outputs used for prediction and metrics."""
-
-    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
-        """Scores of a split from its logits."""
 
     def profile(self, data: TaskData) -> dict:
         """A summary of the training split for data_report.json."""

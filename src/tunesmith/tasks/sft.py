@@ -71,28 +71,26 @@ def conversations(df: pd.DataFrame, path: Path, cfg: RunConfig) -> pd.DataFrame:
         if col not in columns:
             raise UserError(f"{path}: no column {col!r} (sft.format {fmt}); columns found: {', '.join(map(str, columns))}")
     where = "line" if path.suffix.lower() != ".parquet" else "row"
+    used = need + (["input"] if fmt == "alpaca" and "input" in columns else [])
+    missing = {c: blank(df[c]).to_numpy() for c in used}
+
+    def text(col: str, i: int) -> str:  # a cell as text; missing or blank cells are ''
+        return "" if col not in missing or missing[col][i] else str(df[col].iat[i])
+
     rows = []
-    for _, r in df.iterrows():
-        line = f"{path}: {where} {r[ROW]}"
+    for i, row in enumerate(df[ROW]):
         if fmt == "messages":
-            value = r[s.messages_column]
-            missing = value is None or (isinstance(value, float) and np.isnan(value)) or \
-                (isinstance(value, str) and not value.strip())
-            msgs = [] if missing else _cell_messages(value, line)
+            value = df[s.messages_column].iat[i]
+            msgs = [] if missing[s.messages_column][i] else _cell_messages(value, f"{path}: {where} {row}")
         elif fmt == "alpaca":
-            extra = r.get("input")
-            prompt = str(r["instruction"] if not blank(pd.Series([r["instruction"]]))[0] else "")
-            if extra is not None and not blank(pd.Series([extra]))[0]:
-                prompt = f"{prompt}\n\n{extra}"
-            msgs = [{"role": "user", "content": prompt},
-                    {"role": "assistant", "content": "" if blank(pd.Series([r["output"]]))[0] else str(r["output"])}]
+            prompt = text("instruction", i) + (f"\n\n{text('input', i)}" if text("input", i) else "")
+            msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": text("output", i)}]
         else:
-            p, a = r[s.prompt_column], r[s.response_column]
-            msgs = [{"role": "user", "content": "" if blank(pd.Series([p]))[0] else str(p)},
-                    {"role": "assistant", "content": "" if blank(pd.Series([a]))[0] else str(a)}]
+            msgs = [{"role": "user", "content": text(s.prompt_column, i)},
+                    {"role": "assistant", "content": text(s.response_column, i)}]
         if s.system_prompt and msgs and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": s.system_prompt}, *msgs]
-        rows.append({"messages": msgs, ROW: int(r[ROW])})
+        rows.append({"messages": msgs, ROW: int(row)})
     out = pd.DataFrame(rows, columns=["messages", ROW])
     out["text"] = out["messages"].map(plain_text)
     out["label"] = "conversation"  # one class: the shared audit checks need a label column
@@ -241,8 +239,6 @@ class SupervisedFineTuning:
                                            lambda: self._encode(tokenizer, data, stop_id, max_length, cfg))
         spans = chat.check_stops(tokenizer, [(e["input_ids"], e["labels"]) for e in encoded["train"][:64]], stop_id)
         train = chat.pack(encoded["train"], max_length) if cfg.sft.packing else encoded["train"]
-        self.stop_id, self.tokenizer = stop_id, tokenizer
-        self.base_source = resolved.source
         return Prepared(model=model, encoded={**encoded, "train": train},
                         lengths=[len(e["input_ids"]) for e in train], collate=chat.ChatCollator(tokenizer.pad_token_id),
                         preprocessor=tokenizer,
@@ -290,9 +286,6 @@ class SupervisedFineTuning:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs, use_cache=False).logits
 
-    def metrics(self, y_true, logits, labels) -> dict:  # pragma: no cover - SFT scores by response loss
-        raise NotImplementedError("sft scores with validate() and finish()")
-
     def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model, accelerator) -> dict:
         from tunesmith.evaluate.generation import loss_summary, response_losses
 
@@ -305,19 +298,20 @@ class SupervisedFineTuning:
                run_dir: Path) -> dict:
         from tunesmith.evaluate import generation as G
 
-        model = prepared.model
+        model, tokenizer = prepared.model, prepared.preprocessor
+        stop_id = prepared.resolved["stop_token_id"]
         splits = ["validation", "test"] if cfg.eval.test else ["validation"]
         tuned = {s: G.response_losses(model, prepared.encoded[s], prepared.collate, cfg.train.eval_batch_size,
                                       accelerator) for s in splits}
-        with _base_model(accelerator.unwrap_model(model), self.base_source) as base:
+        with _base_model(accelerator.unwrap_model(model), prepared.resolved["model_source"]) as base:
             base_losses = {s: G.response_losses(base, prepared.encoded[s], prepared.collate,
                                                 cfg.train.eval_batch_size, accelerator) for s in splits}
             if not accelerator.is_main_process:
                 return {}
             samples = self._held_out_prompts(data, cfg) if cfg.eval.test else []
-            prompts = [chat.prompt_ids(self.tokenizer, s["prompt"]) for s in samples]
-            base_answers = G.generate_answers(base, self.tokenizer, prompts, self.stop_id, cfg.sft.max_new_tokens)
-        tuned_answers = G.generate_answers(accelerator.unwrap_model(model), self.tokenizer, prompts, self.stop_id,
+            prompts = [chat.prompt_ids(tokenizer, s["prompt"]) for s in samples]
+            base_answers = G.generate_answers(base, tokenizer, prompts, stop_id, cfg.sft.max_new_tokens)
+        tuned_answers = G.generate_answers(accelerator.unwrap_model(model), tokenizer, prompts, stop_id,
                                            cfg.sft.max_new_tokens)
         e = cfg.eval
         results: dict = {"task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": [],
