@@ -49,8 +49,9 @@ def prompt_completion(messages: list[dict]) -> dict:
     return {"prompt": messages[:last], "completion": [messages[last]]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options both runners take (run_tunesmith_sft.py imports this), so both see the same settings."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", required=True, help='JSONL of {"messages": [...]} rows')
     ap.add_argument("--model", required=True, help="folder of a transformers causal LM")
     ap.add_argument("--method", choices=["lora", "full"], default="lora")
@@ -62,9 +63,14 @@ def main() -> None:
     ap.add_argument("--lora-alpha", type=int, default=16)
     ap.add_argument("--lora-dropout", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", required=True)
+    return ap
+
+
+def main() -> None:
+    ap = arguments(__doc__.splitlines()[0])
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="TRL's default; off unless given, as tunesmith does not checkpoint")
-    ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

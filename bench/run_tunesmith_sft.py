@@ -31,7 +31,6 @@ and saving the merged model).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -69,20 +68,9 @@ def count_tokens(model_dir: str, conversations: list[list[dict]], max_length: in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help='JSONL of {"messages": [...]} rows')
-    ap.add_argument("--model", required=True, help="folder of a transformers causal LM")
-    ap.add_argument("--method", choices=["lora", "full"], default="lora")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--lora-alpha", type=int, default=16)
-    ap.add_argument("--lora-dropout", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    from peer_trl_sft import arguments  # same folder: the script's own folder is on sys.path
+
+    a = arguments(__doc__.splitlines()[0]).parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     n_rows = a.steps * a.batch_size
