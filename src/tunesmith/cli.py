@@ -200,11 +200,12 @@ def auto(data: Path = typer.Argument(..., help="Labelled training data: CSV, TSV
 
 @app.command()
 def predict(run_dir: Path = typer.Argument(..., help="A finished run folder."),
-            input: Optional[Path] = typer.Option(None, "--input", help="CSV, TSV, JSONL or Parquet with texts."),
+            input: Optional[Path] = typer.Option(None, "--input", help="CSV, TSV, JSONL or Parquet with texts; "
+                                                 "for an image run, a folder of images (or one image)."),
             output: Optional[Path] = typer.Option(None, "--output", help="Where to write predictions (CSV)."),
             text: Optional[List[str]] = typer.Option(None, "--text", help="A text to classify (repeatable)."),
             text_column: Optional[str] = typer.Option(None, "--text-column", help="Default: the run's text column.")) -> None:
-    """Predict a label and its probability for each input text."""
+    """Predict a label and its probability for each input text (or image)."""
     from tunesmith.predict import predict as predict_texts
     from tunesmith.predict import predict_file
 

@@ -27,10 +27,13 @@ class ModelConfig(_Strict):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless "
                                     "you trust its author.")
+    weights: Path | None = Field(None, description="Image models: a local weights file (safetensors, or a "
+                                 "PyTorch state_dict read with weights_only) for the timm architecture in model.name.")
 
 
 class DataConfig(_Strict):
-    train: Path | None = Field(None, description="Training file: CSV, TSV, JSONL or Parquet. Required.")
+    train: Path | None = Field(None, description="Training file: CSV, TSV, JSONL or Parquet. Images: also a "
+                               "folder of class sub-folders (or train/val/test folders) or a NumPy .npz. Required.")
     validation: Path | None = Field(None, description="Validation file. Default: a seeded stratified split "
                                     "of the training file.")
     test: Path | None = Field(None, description="Test file. Default: a seeded stratified split of the "
@@ -112,6 +115,12 @@ class AuditConfig(_Strict):
                                "duplicate training rows (also done by on_issue=fix).")
     mask_pii: bool = Field(False, description="Replace e-mail addresses, phone and card numbers with "
                            "[EMAIL], [PHONE], [CARD] before training.")
+    image_hash_distance: int = Field(6, ge=0, le=32, description="Images: Hamming distance between 64-bit "
+                                     "perceptual hashes (pHash) at or below which two images are near-duplicate "
+                                     "candidates.")
+    image_pixel_tolerance: float = Field(0.03, ge=0.0, le=1.0, description="Images: a candidate pair counts as "
+                                         "near-duplicate when the mean absolute difference of their 32x32 grey "
+                                         "thumbnails (pixels 0..1) is at most this.")
     balance: Literal["none", "reweight", "oversample"] = Field("none", description="Rare classes: reweight "
                                                                "the loss, or oversample training rows.")
 
@@ -155,6 +164,44 @@ class SftConfig(_Strict):
     eval_generations: int = Field(20, ge=0, description="Held-out test prompts answered by the base and the "
                                   "tuned model for the generation metrics and the side-by-side table.")
     max_new_tokens: int = Field(64, gt=0, description="Longest generated answer in evaluation.")
+
+
+class AugmentConfig(_Strict):
+    enabled: bool = Field(True, description="Augment training images (never validation or test).")
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a vertical flip.")
+    rotation: float = Field(10.0, ge=0.0, le=180.0, description="Largest random rotation, in degrees.")
+    crop_scale: float | None = Field(0.8, gt=0.0, le=1.0, description="Random resized crop: smallest share of "
+                                     "the image area kept. null: resize the whole image.")
+    color_jitter: float = Field(0.1, ge=0.0, le=1.0, description="Strength of random brightness, contrast and "
+                                "saturation changes.")
+    noise: float = Field(0.0, ge=0.0, le=1.0, description="Standard deviation of Gaussian pixel noise (pixels "
+                         "scaled to 0..1).")
+    mixup: float = Field(0.0, ge=0.0, description="Mixup alpha (0: off). With cutmix, each batch takes one of the two.")
+    cutmix: float = Field(0.0, ge=0.0, description="CutMix alpha (0: off).")
+
+
+class ImageConfig(_Strict):
+    image_column: str = Field("image", description="CSV/table data: column holding image paths (relative to the "
+                              "table's folder).")
+    label_names: list[str] | None = Field(None, description="Names of integer labels 0, 1, ... (e.g. NumPy .npz "
+                                          "data). Default: the numbers.")
+    size: int | None = Field(None, ge=16, le=1024, description="Input size in pixels (square). Default: the "
+                             "model's pretrained input size.")
+    max_side: int = Field(512, ge=16, description="Images are kept in memory with their longest side at most "
+                          "this many pixels.")
+    skip_unreadable: bool = Field(False, description="Skip (and count) unreadable or corrupt image files instead "
+                                  "of stopping with an error.")
+    freeze_epochs: int = Field(1, ge=0, description="method full: first train the new head this many epochs on "
+                               "the frozen backbone's cached features, then unfreeze everything.")
+    head_learning_rate: float = Field(1e-2, gt=0, description="Learning rate of the frozen-backbone head epochs.")
+    cache_features: bool = Field(True, description="While the backbone is frozen (head epochs, linear-probe), "
+                                 "train on its features computed once, instead of running it every step (which "
+                                 "would let augmentation reach the frozen stage).")
+    layer_decay: float = Field(0.7, gt=0.0, le=1.0, description="Discriminative learning rates after unfreezing: "
+                               "each layer group from the head down trains at this factor of the one above it.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-time augmentation "
+                                   "(torchvision transforms v2).")
 
 
 class ParamSpec(_Strict):
@@ -206,8 +253,8 @@ class TuneConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    task: str = Field("text-classification", description="What to train: text-classification, or sft "
-                      "(instruction / chat fine-tuning of a causal language model).")
+    task: str = Field("text-classification", description="What to train: text-classification, "
+                      "image-classification, or sft (instruction / chat fine-tuning of a causal language model).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -215,6 +262,8 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     sft: SftConfig = Field(default_factory=SftConfig, description="Instruction / chat fine-tuning (task: sft).")
+    image: ImageConfig = Field(default_factory=ImageConfig, description="Image classification "
+                               "(task: image-classification).")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 
@@ -229,6 +278,9 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_task(self) -> "RunConfig":
+        if self.task == "image-classification" and self.train.method == "lora":
+            raise ValueError("train.method = 'lora' does not apply to task image-classification: use full (with "
+                             "image.freeze_epochs) or linear-probe")
         if self.task != "sft":
             return self
         # a language model is scored by its validation loss on the responses
@@ -278,6 +330,9 @@ def _anchor_paths(raw: dict[str, Any], root: Path) -> None:
         for key in ("train", "validation", "test"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = str((root / data[key]).resolve())
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weights"), str) and not Path(model["weights"]).is_absolute():
+        model["weights"] = str((root / model["weights"]).resolve())
 
 
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
@@ -314,7 +369,8 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source
     except ValidationError as err:
         raise UserError(format_validation_error(err, source)) from None
     if cfg.data.train is None:
-        raise UserError(f"{source}: field 'data.train' is required (a CSV, TSV, JSONL or Parquet file)")
+        raise UserError(f"{source}: field 'data.train' is required (a CSV, TSV, JSONL or Parquet file; for images "
+                        "also a folder or a NumPy .npz)")
     return cfg
 
 

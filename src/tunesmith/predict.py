@@ -18,20 +18,18 @@ def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
-    from tunesmith.evaluate.calibration import CALIBRATION
     from tunesmith.run import load_run
 
     quiet_hf()
     run = load_run(run_dir)
     if run.config.task != "text-classification":
-        raise UserError(f"{run.path}: a {run.config.task} run; predict and eval take text-classification runs "
-                        "(for sft: tunesmith chat RUN_DIR)")
+        raise UserError(f"{run.path}: a {run.config.task} run; predict --text and eval take text-classification "
+                        "runs (image-classification: predict --input IMAGES_FOLDER; sft: tunesmith chat RUN_DIR)")
     if not (run.model_dir / "config.json").is_file():
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
-    calibration = run.model_dir / CALIBRATION
-    temperature = json.loads(calibration.read_text())["temperature"] if calibration.is_file() else 1.0
+    temperature = _temperature(run.model_dir)
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
@@ -53,13 +51,83 @@ def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> 
     return pd.DataFrame({"label": [labels[i] for i in probs.argmax(1)], "probability": probs.max(1).round(6)})
 
 
+def _temperature(model_dir: Path) -> float:
+    from tunesmith.evaluate.calibration import CALIBRATION
+
+    path = model_dir / CALIBRATION
+    return json.loads(path.read_text())["temperature"] if path.is_file() else 1.0
+
+
+def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int = 64) -> pd.DataFrame:
+    """Label and calibrated probability for each image file, from an image-classification run's model."""
+    import torch
+
+    from tunesmith.data.images import read_image
+    from tunesmith.data.transforms import pipeline, to_chw
+    from tunesmith.evaluate.metrics import softmax
+    from tunesmith.models.vision import load_saved
+    from tunesmith.run import load_run
+
+    run = load_run(run_dir)
+    if not (run.model_dir / "model.safetensors").is_file():
+        raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
+    model, labels, pre = load_saved(run.model_dir)
+    transform = pipeline(pre, None)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            batch = []
+            for f in files[start:start + batch_size]:
+                try:
+                    img = read_image(f, run.config.image.max_side)
+                except Exception as err:  # PIL raises many types for damaged files
+                    reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+                    raise UserError(f"{f}: not a readable image ({reason})") from None
+                batch.append(transform(to_chw(img)))
+            out.append(model(torch.stack(batch)).float().numpy())
+    probs = softmax(np.concatenate(out) / _temperature(run.model_dir))
+    return pd.DataFrame({"label": [labels[i] for i in probs.argmax(1)], "probability": probs.max(1).round(6)})
+
+
+def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, output_path)
+
+
+def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path) -> int:
+    """Predict every image under a folder (or one image file); write image, predicted, probability."""
+    from tunesmith.data.images import SUFFIXES
+
+    root = Path(input_path)
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        names = [str(p.relative_to(root)) for p in files]
+    elif root.is_file():
+        files, names = [root], [root.name]
+    else:
+        raise UserError(f"{root}: not found; expected a folder of images or one image file")
+    if not files:
+        raise UserError(f"{root}: no images found (looked for {', '.join(sorted(SUFFIXES))})")
+    preds = predict_images(run_dir, files)
+    _write_csv(pd.DataFrame({"image": names, "predicted": preds["label"], "probability": preds["probability"]}),
+               output_path)
+    return len(files)
+
+
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path,
                  text_column: str | None = None) -> int:
-    """Read a table, predict each row's text, write the table with `predicted` and `probability` columns."""
+    """Read a table, predict each row's text, write the table with `predicted` and `probability` columns.
+    For an image-classification run, the input is a folder of images (or one image)."""
     from tunesmith.data.load import ROW, blank, read_table
     from tunesmith.run import load_run
 
-    column = text_column or load_run(run_dir).config.data.text_column
+    run = load_run(run_dir)
+    if run.config.task == "image-classification":
+        return predict_image_folder(run_dir, input_path, output_path)
+    column = text_column or run.config.data.text_column
     df = read_table(input_path)
     if column not in df.columns:
         cols = ", ".join(c for c in df.columns if c != ROW)
@@ -72,9 +140,5 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
         raise UserError(f"{input_path}: {int(empty.sum())} rows have no text in column {column!r} (first at line {rows})")
     preds = predict(run_dir, texts.astype(str).tolist())
     out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, output_path)
+    _write_csv(out, output_path)
     return len(out)

@@ -65,7 +65,8 @@ def environment(accelerator) -> dict:
     import torch
 
     versions = {}
-    for pkg in ("tunesmith", "torch", "transformers", "accelerate", "peft", "tokenizers", "scikit-learn", "pandas"):
+    for pkg in ("tunesmith", "torch", "transformers", "accelerate", "peft", "tokenizers", "timm", "torchvision",
+                "scikit-learn", "pandas"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -166,6 +167,30 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool, memo: Mem
     return data, splits, report
 
 
+def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: bool) -> dict | None:
+    """Train the task's warm-up stage (e.g. the head on a frozen backbone) in RUN_DIR/<name>/, then
+    unfreeze: the main stage starts from its best weights."""
+    from dataclasses import replace
+
+    from tunesmith.train.loop import train_loop
+
+    phase = prepared.warmup
+    if phase is None or phase.epochs == 0:
+        return None
+    folder = run_dir / phase.name
+    folder.mkdir(exist_ok=True)
+    phase.enter(prepared.model)
+    view = replace(prepared, encoded=phase.encoded, collate=phase.collate, eval_collate=phase.eval_collate)
+    result = train_loop(task, prepared.model, phase.encoded["train"], [1] * len(phase.encoded["train"]),
+                        phase.collate, lambda model: task.validate(cfg, data, view, model, accelerator), cfg.train,
+                        phase.epochs, phase.learning_rate, folder, accelerator, resume=resuming)
+    for param in prepared.model.parameters():
+        param.requires_grad_(True)
+    return {"phase": phase.name, "epochs": result.epochs_completed, "learning_rate": phase.learning_rate,
+            "global_step": result.global_step, "best_validation_" + cfg.train.metric_for_best: result.best_metric,
+            "train_seconds": round(result.train_seconds, 2)}
+
+
 def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks, memo: Memo) -> Run:
     from accelerate.utils import set_seed
 
@@ -182,7 +207,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming, memo)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
-    lr = cfg.train.learning_rate or DEFAULT_LR[cfg.train.method]
+    lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
     set_seed(cfg.train.seed)
     prepared = task.prepare(cfg, data, memo)
     resolved = cfg.model_copy(deep=True)
@@ -208,10 +233,11 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
                                                          "train_profile": task.profile(data), **prepared.resolved})
     accelerator.wait_for_everyone()
 
+    warmup = _warmup(cfg, task, data, prepared, run_dir, accelerator, resuming)
     result = train_loop(task, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
                         lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
-                        run_dir, accelerator, resume=resuming, callbacks=callbacks)
-    training = {"global_step": result.global_step, "epochs_completed": result.epochs_completed,
+                        run_dir, accelerator, resume=resuming, callbacks=callbacks, param_groups=prepared.param_groups)
+    training = {**({"warmup": warmup} if warmup else {}),"global_step": result.global_step, "epochs_completed": result.epochs_completed,
                 "epochs_planned": epochs, "best_step": result.best_step,
                 "best_validation_" + cfg.train.metric_for_best: result.best_metric,
                 "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),

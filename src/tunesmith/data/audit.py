@@ -51,13 +51,15 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[~(blank(df["text"]) | blank(df["label"]))]
 
 
-def check_exact(frames: dict[str, pd.DataFrame]) -> list[dict]:
-    """Exact duplicates within a split, duplicates whose labels disagree, and rows shared across splits."""
+def check_exact(frames: dict[str, pd.DataFrame], key_column: str | None = None) -> list[dict]:
+    """Exact duplicates within a split, duplicates whose labels disagree, and rows shared across splits.
+    Rows are compared by their normalised text, or by `key_column` (e.g. a hash of an image's pixels)."""
     dups, conflicts, leaks = [], [], []
     first_seen: dict[str, dict[str, tuple[int, str]]] = {}
+    what = "text" if key_column is None else "content"
     for split in [s for s in SPLIT_ORDER if s in frames]:
         df = frames[split]
-        keys = df["text"].map(normalize)
+        keys = df["text"].map(normalize) if key_column is None else df[key_column]
         seen: dict[str, tuple[int, str]] = {}
         labels_of: dict[str, set] = {}
         for key, row, label, text in zip(keys, df[ROW], df["label"], df["text"]):
@@ -78,8 +80,8 @@ def check_exact(frames: dict[str, pd.DataFrame]) -> list[dict]:
     n_groups = len({(c["split"], tuple(c["labels"])) for c in conflicts})
     return [
         _finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split "
-                 "(after case, whitespace and unicode normalisation)"),
-        _finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share a text with rows "
+                 + ("(after case, whitespace and unicode normalisation)" if key_column is None else "(same pixels)")),
+        _finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share their {what} with rows "
                  f"that carry a different label ({n_groups} label sets)"),
         _finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows also appear in an earlier split "
                  "(train -> validation -> test): scores on them measure memory, not generalisation"),

@@ -20,7 +20,7 @@ def _logreg(train_x, train_y: np.ndarray, test_x, n_classes: int, c: float) -> n
     clf = LogisticRegression(max_iter=2000, C=c).fit(train_x, train_y)
     probs = np.full((test_x.shape[0], n_classes), 1e-12)
     probs[:, clf.classes_] = clf.predict_proba(test_x)
-    return np.log(probs)
+    return np.log(np.clip(probs, 1e-12, None))
 
 
 def tfidf_logreg(train_texts: list[str], train_y: np.ndarray, test_texts: list[str], n_classes: int) -> np.ndarray:

@@ -120,6 +120,13 @@ def _errors(err: dict | None) -> list[str]:
                    [[e["text"], e["true"], e["predicted"], e["confidence"]] for e in err["highest_loss"]])]
 
 
+def _picture(path: Path, title: str) -> list[str]:
+    if not path.is_file():
+        return []
+    return [f"<h3>{html.escape(title)}</h3>",
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">']
+
+
 def _audit_section(run_dir: Path) -> list[str]:
     path = run_dir / "audit.json"
     if not path.is_file():
@@ -211,6 +218,7 @@ def _classification_sections(results: dict, run_dir: Path, records: list[dict], 
         "<h2>Confusion matrices</h2>", _confusion(test["confusion"], labels, "test"),
         _confusion(val["confusion"], labels, "validation"),
         *_errors(results.get("error_analysis")),
+        *_picture(run_dir / "misclassified.png", "Misclassified test images"),
         "<h2>Per-class scores: test</h2>", _per_class(test),
         "<h2>Per-class scores: validation</h2>", _per_class(val),
     ]

@@ -38,13 +38,21 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraSettings, task_t
     raise UserError(f"train.method = {method!r}: expected one of full, lora, linear-probe")
 
 
+def _stat_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Saved floating-point buffers: statistics that training updates (BatchNorm running mean and variance)."""
+    persistent = model.state_dict(keep_vars=True).keys()
+    return {n: b for n, b in model.named_buffers() if n in persistent and b.is_floating_point()}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that training changes: what a checkpoint must hold (frozen ones are rebuilt)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The parameters that training changes, and running statistics: what a checkpoint must hold
+    (frozen weights are rebuilt from the pre-trained model)."""
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {**state, **{n: b.detach().cpu().clone() for n, b in _stat_buffers(model).items()}}
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **_stat_buffers(model)}
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     unknown = [n for n in state if n not in params]
     if missing or unknown:

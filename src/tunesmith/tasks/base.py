@@ -20,14 +20,34 @@ class TaskData:
 
 
 @dataclass
+class Phase:
+    """A stage trained before the main one, e.g. the new head alone on a frozen backbone's cached features."""
+    name: str  # also its folder in the run (metrics.jsonl, checkpoints)
+    epochs: int
+    learning_rate: float
+    encoded: dict[str, Sequence[dict]]  # examples of this stage, every split
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]]
+    enter: Callable[[torch.nn.Module], None]  # e.g. freeze the backbone
+    eval_collate: Callable | None = None  # evaluation batches, when they differ from training ones
+
+
+@dataclass
 class Prepared:
     """Everything the training loop and the evaluator need, independent of the task."""
     model: torch.nn.Module
     encoded: dict[str, Sequence[dict]]  # split name -> model-ready examples
     lengths: list[int]  # length of each training example, for length-grouped batching
     collate: Callable[[list[dict]], dict[str, torch.Tensor]]
-    preprocessor: Any  # tokenizer (or image processor) saved beside the model
+    preprocessor: Any  # tokenizer (or image preprocessing) saved beside the model
     resolved: dict = field(default_factory=dict)  # defaults the task derived from the data
+    eval_collate: Callable | None = None  # evaluation batches, when they differ (no augmentation); else collate
+    warmup: Phase | None = None  # trained first, then the main stage
+    param_groups: Callable[[torch.nn.Module, float], list[dict]] | None = None  # main-stage optimizer groups
+    # (e.g. discriminative learning rates); None: every trainable weight at the run's learning rate
+
+    @property
+    def evaluation_collate(self) -> Callable:
+        return self.eval_collate or self.collate
 
 
 class Task(Protocol):

@@ -16,6 +16,8 @@ from tunesmith.tasks.base import Prepared, TaskData
 class Classifier:
     """Mixin: `validate` and `finish` for tasks whose outputs are class logits."""
 
+    input_name = "text"  # what a row's `text` column holds, as named in predictions files
+
     def profile(self, data: TaskData) -> dict:
         train = data.splits["train"]
         return {"label_counts": {str(k): int(v) for k, v in train["label"].value_counts().items()},
@@ -24,7 +26,7 @@ class Classifier:
     def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model, accelerator) -> dict:
         from tunesmith.train.loop import predict_logits
 
-        logits, y = predict_logits(model, prepared.encoded["validation"], prepared.collate,
+        logits, y = predict_logits(model, prepared.encoded["validation"], prepared.evaluation_collate,
                                    cfg.train.eval_batch_size, accelerator, self.logits)
         return self.metrics(y, logits, data.labels)
 
@@ -41,8 +43,8 @@ class Classifier:
         if cfg.eval.test:
             splits_to_score.append(("test", prepared.encoded["test"]))
         for split, examples in splits_to_score:
-            logits[split], ys[split] = predict_logits(model, examples, prepared.collate, cfg.train.eval_batch_size,
-                                                      accelerator, self.logits)
+            logits[split], ys[split] = predict_logits(model, examples, prepared.evaluation_collate,
+                                                      cfg.train.eval_batch_size, accelerator, self.logits)
         if not accelerator.is_main_process:  # baselines and statistics are computed once, by the main process
             return {}
         results = self._evaluate(cfg, data, prepared, logits, ys, training, run_dir)
@@ -51,12 +53,17 @@ class Classifier:
         atomic_write_json(run_dir / "model" / CALIBRATION, {"temperature": temperature})
         for split in ("validation", "test") if cfg.eval.test else ("validation",):
             _write_predictions(run_dir / f"{split}_predictions.csv", data.splits[split], logits[split] / temperature,
-                               data.labels)
+                               data.labels, self.input_name)
+        if cfg.eval.test:
+            self.illustrate(data, logits["test"], ys["test"], run_dir)
         atomic_write_json(run_dir / "results.json", results)
         if cfg.eval.test:
             write_model_card(run_dir)
             write_report(run_dir)
         return results
+
+    def illustrate(self, data: TaskData, logits, y, run_dir: Path) -> None:
+        """Extra pictures for the report (images: a grid of misclassified test images)."""
 
     def _evaluate(self, cfg, data, prepared, logits: dict, ys: dict, training: dict, run_dir: Path) -> dict:
         from tunesmith.evaluate.evaluation import calibrate, compare, error_analysis, overfitting_watch, scored
@@ -86,13 +93,13 @@ class Classifier:
         return results
 
 
-def _write_predictions(path: Path, df, logits, labels: list[str]) -> None:
+def _write_predictions(path: Path, df, logits, labels: list[str], input_name: str = "text") -> None:
     import pandas as pd
 
     from tunesmith.evaluate.metrics import softmax
 
     probs = softmax(logits)
-    out = pd.DataFrame({"text": df["text"].values, "label": df["label"].values,
+    out = pd.DataFrame({input_name: df["text"].values, "label": df["label"].values,
                         "predicted": [labels[i] for i in probs.argmax(1)], "confidence": probs.max(1).round(6)})
     tmp = path.with_name(f".{path.name}.tmp")
     out.to_csv(tmp, index=False)

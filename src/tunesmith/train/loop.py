@@ -101,11 +101,15 @@ def predict_logits(model: torch.nn.Module, examples: Sequence[dict], collate: Ca
                        lambda m, batch: (logits_fn(m, batch).float(), batch["labels"]))
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float,
+               param_groups: Callable | None = None) -> torch.optim.Optimizer:
     # Biases and norm weights (1-D tensors) get no weight decay, as in BERT and nanoGPT.
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if param_groups is not None:  # the task's groups, each with its own "lr" and "weight_decay"
+        groups = param_groups(model, lr)
+    else:
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     # the fused kernel (one op for all tensors) is what transformers' Trainer picks too; faster on CPU and GPU
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
@@ -123,11 +127,12 @@ def _progress(enabled: bool):
 def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Sequence[dict], lengths: list[int],
                collate: Callable, evaluate: Callable[[torch.nn.Module], dict], cfg: TrainConfig, epochs: int,
                learning_rate: float, run_dir: Path, accelerator, resume: bool = False,
-               callbacks: Sequence[Callable[[dict], None]] = ()) -> LoopResult:
+               callbacks: Sequence[Callable[[dict], None]] = (), param_groups: Callable | None = None) -> LoopResult:
     """Train `model` in place and leave it holding the best validation weights.
 
     `evaluate(model)` returns validation metrics (with `loss` and `cfg.metric_for_best`).
     Checkpoints go to RUN_DIR/checkpoints/{last,best}; metrics to RUN_DIR/metrics.jsonl.
+    `param_groups(model, learning_rate)` gives the optimizer's groups (default: one rate, no decay on 1-D).
     """
     from transformers import get_scheduler
 
@@ -136,7 +141,7 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
     sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.group_by_length)
     loader = DataLoader(train_examples, batch_sampler=sampler, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    optimizer = _optimizer(model, cfg, learning_rate)
+    optimizer = _optimizer(model, cfg, learning_rate, param_groups)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * epochs

@@ -1,0 +1,73 @@
+"""Image batches: resize and normalise as the model's config says; augment training batches only.
+
+Augmentation is torchvision's transforms v2 (flips, rotation, random resized crop, colour jitter,
+Gaussian noise) per image, and v2.MixUp / v2.CutMix per batch, which turn labels into class
+probabilities (`targets`). Grey images are repeated to three channels for RGB backbones.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tunesmith.config import AugmentConfig
+from tunesmith.models.vision import Preprocess
+
+
+def pipeline(pre: Preprocess, augment: AugmentConfig | None):
+    from torchvision.transforms import v2
+
+    size = pre.size
+    if augment is None or not augment.enabled:
+        steps = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+    else:
+        steps = [v2.RandomResizedCrop(size, scale=(augment.crop_scale, 1.0), antialias=True)
+                 if augment.crop_scale else v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+        if augment.hflip:
+            steps.append(v2.RandomHorizontalFlip(augment.hflip))
+        if augment.vflip:
+            steps.append(v2.RandomVerticalFlip(augment.vflip))
+        if augment.rotation:
+            steps.append(v2.RandomRotation(augment.rotation))
+        if augment.color_jitter:
+            j = augment.color_jitter
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if augment is not None and augment.enabled and augment.noise:
+        steps.append(v2.GaussianNoise(sigma=augment.noise, clip=True))
+    steps.append(v2.Normalize(list(pre.mean), list(pre.std)))
+    return v2.Compose(steps)
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    """uint8 H×W×C (C = 1 or 3) -> uint8 3×H×W."""
+    x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
+    return x.expand(3, -1, -1) if x.shape[0] == 1 else x
+
+
+class ImageCollate:
+    """Examples {"image": uint8 H×W×C, "labels": int} -> {"pixel_values", "labels"[, "targets"]}."""
+
+    def __init__(self, pre: Preprocess, augment: AugmentConfig | None, num_classes: int) -> None:
+        from torchvision.transforms import v2
+
+        self.transform = pipeline(pre, augment)
+        mixers = []
+        if augment is not None and augment.enabled:
+            if augment.mixup:
+                mixers.append(v2.MixUp(alpha=augment.mixup, num_classes=num_classes))
+            if augment.cutmix:
+                mixers.append(v2.CutMix(alpha=augment.cutmix, num_classes=num_classes))
+        self.mix = None if not mixers else mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([self.transform(to_chw(ex["image"])) for ex in examples])
+        labels = torch.tensor([ex["labels"] for ex in examples])
+        batch = {"pixel_values": pixels, "labels": labels}
+        if self.mix is not None and len(examples) > 1:
+            batch["pixel_values"], batch["targets"] = self.mix(pixels, labels)
+        return batch
+
+
+def collate_features(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"features": torch.stack([ex["features"] for ex in examples]),
+            "labels": torch.tensor([ex["labels"] for ex in examples])}
