@@ -287,15 +287,17 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more ru
 @app.command()
 def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
          task: str = typer.Option("text-classification", "--task", help="text-classification: MiniLM-L6 on BBC "
-                                  "News topics; sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations.")
+                                  "News topics; image-classification: EfficientNet-Lite0 on handwritten digits; "
+                                  "sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations.")
          ) -> None:
     """Fine-tune a shipped model on real public data (a few minutes on a laptop CPU)."""
-    from tunesmith.demo import demo_config, sft_demo_config
+    from tunesmith.demo import demo_config, image_demo_config, sft_demo_config
     from tunesmith.run import fine_tune
 
-    if task not in ("text-classification", "sft"):
-        raise UserError(f"demo --task {task!r}: expected text-classification or sft")
-    run = fine_tune(demo_config(output_dir) if task == "text-classification" else sft_demo_config(output_dir))
+    configs = {"text-classification": demo_config, "image-classification": image_demo_config, "sft": sft_demo_config}
+    if task not in configs:
+        raise UserError(f"demo --task {task!r}: expected one of {', '.join(configs)}")
+    run = fine_tune(configs[task](output_dir))
     _summary(run)
 
 

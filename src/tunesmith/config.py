@@ -198,6 +198,10 @@ class ImageConfig(_Strict):
     cache_features: bool = Field(True, description="While the backbone is frozen (head epochs, linear-probe), "
                                  "train on its features computed once, instead of running it every step (which "
                                  "would let augmentation reach the frozen stage).")
+    batchnorm: Literal["frozen", "train"] = Field("frozen", description="BatchNorm layers while fine-tuning: "
+                                                  "frozen keeps the pre-trained statistics, scale and shift (the "
+                                                  "cached features then match the unfrozen model exactly; stable "
+                                                  "with small batches or images); train updates them per batch.")
     layer_decay: float = Field(0.7, gt=0.0, le=1.0, description="Discriminative learning rates after unfreezing: "
                                "each layer group from the head down trains at this factor of the one above it.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-time augmentation "

@@ -74,6 +74,47 @@ def chatterbot_jsonl() -> Path:
     return out
 
 
+def digits_folder() -> Path:
+    """Write (once) scikit-learn's handwritten digits as a folder of class sub-folders 0/ ... 9/:
+    1,797 grey 8x8 PNGs (UCI optical recognition of handwritten digits; BSD, scikit-learn)."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    out = cache_dir() / "data" / "digits"
+    if out.is_dir():
+        return out
+    digits = load_digits()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".digits-"))
+    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        (tmp / str(label)).mkdir(exist_ok=True)
+        Image.fromarray((img * 255 / 16).round().astype("uint8")).save(tmp / str(label) / f"{i:04d}.png")
+    try:
+        tmp.rename(out)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def image_demo_config(output_dir: str | Path = "runs"):
+    """EfficientNet-Lite0 on handwritten digits: one head epoch on cached features, then every layer."""
+    from tunesmith.config import build_config
+
+    return build_config({
+        "task": "image-classification",
+        "model": {"name": "efficientnet-lite0"},
+        "data": {"train": str(digits_folder()), "validation_size": 0.1, "test_size": 0.2},
+        # digits are not photos: no flips; a small rotation and crop keep them legible
+        "image": {"size": 64, "freeze_epochs": 1, "augment": {"hflip": 0.0, "rotation": 10, "crop_scale": 0.85}},
+        "train": {"epochs": 3, "batch_size": 32},
+        "audit": {"on_issue": "fix"},
+        "output_dir": str(output_dir),
+    }, source="demo")
+
+
 def sft_demo_settings() -> dict:
     """The chat demo (also examples/sft-chatterbot.yaml): SmolLM2-135M-Instruct with LoRA on the
     deduplicated chatterbot-corpus conversations; base vs tuned answers side by side in the report."""

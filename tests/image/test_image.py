@@ -198,3 +198,14 @@ def test_frozen_features_are_computed_once_per_study(face_folder, tiny_cnn, tmp_
 def test_lora_is_refused_for_images_with_a_reason(face_folder, tiny_cnn, tmp_path):
     with pytest.raises(UserError, match="does not apply to task image-classification"):
         build_config(image_config(face_folder, tiny_cnn, tmp_path, train={"method": "lora"}))
+
+
+def test_image_demo_data_is_a_class_folder_of_real_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    from tunesmith.demo import digits_folder, image_demo_config
+
+    root = digits_folder()
+    assert sorted(p.name for p in root.iterdir()) == [str(d) for d in range(10)]
+    assert sum(1 for _ in root.rglob("*.png")) == 1797
+    cfg = image_demo_config(tmp_path / "runs")
+    assert cfg.task == "image-classification" and cfg.model.name == "efficientnet-lite0"

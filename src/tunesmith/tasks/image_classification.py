@@ -7,6 +7,7 @@ layer trains, with learning rates decaying layer group by layer group from the h
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,10 @@ class ImageClassification(Classifier):
         memo = memo or Memo(enabled=False)
         labels = data.labels
         model, source = create_backbone(cfg.model.name, cfg.model.weights, len(labels), cfg.model.dropout)
+        if cfg.image.batchnorm == "frozen":
+            from timm.layers import freeze_batch_norm_2d
+
+            model = freeze_batch_norm_2d(model)  # same names and values; statistics and affine stay fixed
         pre = preprocess_of(model, cfg.image.size)
         index = {l: i for i, l in enumerate(labels)}
         encoded = {split: [{"image": img, "labels": index[lab]} for img, lab in zip(df["image"], df["label"])]
@@ -129,13 +134,15 @@ class ImageClassification(Classifier):
         eval_collate = ImageCollate(pre, None, len(labels))
         method = cfg.train.method
         warmup_wanted = method == "full" and cfg.image.freeze_epochs > 0
-        feats, cached, faithful = None, None, False
+        feats, cached, faithful, feature_seconds = None, None, False, 0.0
         if method == "linear-probe" or warmup_wanted or "linear_probe" in cfg.eval.baselines:
             feats_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
                             cfg.image.model_dump(mode="json", exclude={"augment", "freeze_epochs", "cache_features",
                                                                        "head_learning_rate", "layer_decay"}),
                             cfg.train.seed, source, cfg.model.name)
+            tic = time.perf_counter()
             feats = memo.get("features", feats_key, lambda: backbone_features(model, encoded, eval_collate))
+            feature_seconds = round(time.perf_counter() - tic, 2)
             faithful = cfg.image.cache_features and cache_is_faithful(model, encoded, feats, eval_collate)
             cached = {split: [{"features": f, "labels": ex["labels"]} for f, ex in zip(feats[split], encoded[split])]
                       for split in encoded}
@@ -165,7 +172,8 @@ class ImageClassification(Classifier):
                         param_groups=groups,
                         resolved={"model_source": source, "model_kind": "timm", "max_length": None,
                                   "image_size": pre.size, "mean": list(pre.mean), "std": list(pre.std),
-                                  "feature_cache": bool(faithful), "labels": labels,
+                                  "feature_cache": bool(faithful), "feature_seconds": feature_seconds,
+                                  "labels": labels,
                                   "architecture": model.pretrained_cfg.get("architecture")})
 
     @staticmethod

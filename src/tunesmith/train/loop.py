@@ -228,7 +228,7 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
                     mean = accelerator.reduce(torch.tensor(np.mean(window)), reduction="mean").item()
                     window.clear()
                     log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                               "loss": mean, "lr": scheduler.get_last_lr()[0]})
+                               "loss": mean, "lr": max(scheduler.get_last_lr())})
                     bar.update(task_id, loss=f"{mean:.4f}")
                 bar.update(task_id, completed=step)
                 if (cfg.eval_every_steps and step % cfg.eval_every_steps == 0) or (
