@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tunesmith.config import build_config
@@ -58,6 +57,15 @@ def ci(m: dict, key: str = "accuracy") -> str:
     return f"{m[key]:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
 
 
+def result_row(name: str, seed: int, res: dict, wall: float) -> dict:
+    comp = res["comparison"]["accuracy"]
+    return {"run": name, "seed": seed, "test accuracy [95% CI]": ci(res["test"]),
+            "macro-F1": round(res["test"]["macro_f1"], 3), "majority": ci(res["baselines"]["majority_class"]["test"]),
+            "frozen features + LR": ci(res["baselines"]["linear_probe"]["test"]),
+            "vs best baseline": f"{comp['difference']:+.3f} (p={comp['p_value']:.3f})",
+            "train s": res["training"]["train_seconds"], "wall s": round(wall, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=96)
@@ -78,26 +86,14 @@ def main() -> None:
             res, wall, path = timed_run(config(out, name, args.size, args.epochs, seed, freeze_epochs=1),
                                         [] if aug else ["image.augment.enabled=false"])
             preds[aug] = pd.read_csv(path / "test_predictions.csv")
-            rows.append({"run": f"fine-tuned, augmentation {'on' if aug else 'off'}", "seed": seed,
-                         "test accuracy [95% CI]": ci(res["test"]), "macro-F1": round(res["test"]["macro_f1"], 3),
-                         "majority": ci(res["baselines"]["majority_class"]["test"]),
-                         "frozen features + LR": ci(res["baselines"]["linear_probe"]["test"]),
-                         "vs best baseline": f"{res['comparison']['accuracy']['difference']:+.3f} "
-                                             f"(p={res['comparison']['accuracy']['p_value']:.3f})",
-                         "train s": res["training"]["train_seconds"], "wall s": round(wall, 1)})
+            rows.append(result_row(f"fine-tuned, augmentation {'on' if aug else 'off'}", seed, res, wall))
         y = (preds[True]["label"] == "pneumonia").to_numpy()
         a, b = [(preds[k]["predicted"] == "pneumonia").to_numpy() for k in (True, False)]
         pairs.append({"seed": seed, **paired_bootstrap(y, a, b, accuracy)})
     # BatchNorm updated from each batch (image.batchnorm=train) instead of frozen, same seed as the first run
     res, wall, _ = timed_run(config(out, "full-aug-bntrain-0", args.size, args.epochs, 0, freeze_epochs=1,
                                     batchnorm="train"))
-    rows.append({"run": "fine-tuned, augmentation on, BatchNorm train", "seed": 0,
-                 "test accuracy [95% CI]": ci(res["test"]), "macro-F1": round(res["test"]["macro_f1"], 3),
-                 "majority": ci(res["baselines"]["majority_class"]["test"]),
-                 "frozen features + LR": ci(res["baselines"]["linear_probe"]["test"]),
-                 "vs best baseline": f"{res['comparison']['accuracy']['difference']:+.3f} "
-                                     f"(p={res['comparison']['accuracy']['p_value']:.3f})",
-                 "train s": res["training"]["train_seconds"], "wall s": round(wall, 1)})
+    rows.append(result_row("fine-tuned, augmentation on, BatchNorm train", 0, res, wall))
     probe = []
     for cache in (True, False):
         res, wall, path = timed_run(config(out, f"probe-{'cache' if cache else 'nocache'}", args.size, args.epochs,

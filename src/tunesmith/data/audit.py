@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -219,33 +220,36 @@ def check_encoding(frames: dict[str, pd.DataFrame]) -> dict:
                     "(mojibake) or hold replacement characters")
 
 
+def run_checks(frames: dict[str, pd.DataFrame], checks: list[tuple[str, Callable[[], dict | list[dict]]]]) -> dict:
+    """Run named checks in order, timing each; returns the report (see module docstring)."""
+    timings, findings = {}, []
+    for name, check in checks:
+        tic = time.perf_counter()
+        out = check()
+        timings[name] = round(time.perf_counter() - tic, 3)
+        findings.extend(out if isinstance(out, list) else [out])
+    return {"rows": {s: int(len(df)) for s, df in frames.items()},
+            "blocking": [f["check"] for f in findings if f["severity"] == BLOCKING],
+            "findings": findings, "seconds": timings, "fixes": []}
+
+
 def audit_splits(frames: dict[str, pd.DataFrame], cfg: AuditConfig | None = None, seed: int = 0,
                  tokenizer=None, max_length: int | None = None) -> dict:
     """Run every check; returns the report (see module docstring)."""
     cfg = cfg or AuditConfig()
     if "train" not in frames:
         raise UserError("audit: a training split is required")
-    timings, findings = {}, []
-
-    def timed(name, fn):
-        tic = time.perf_counter()
-        out = fn()
-        timings[name] = round(time.perf_counter() - tic, 3)
-        findings.extend(out if isinstance(out, list) else [out])
-
-    timed("missing_values", lambda: check_missing(frames))
     clean = {s: complete(df) for s, df in frames.items()}
-    timed("exact", lambda: check_exact(clean))
-    timed("near", lambda: check_near(clean, cfg.near_duplicate_threshold))
-    timed("classes", lambda: check_classes(clean))
-    timed("lengths", lambda: check_lengths(clean, tokenizer, max_length))
-    timed("personal_data", lambda: check_pii(clean))
-    timed("mojibake", lambda: check_encoding(clean))
+    checks = [("missing_values", lambda: check_missing(frames)),
+              ("exact", lambda: check_exact(clean)),
+              ("near", lambda: check_near(clean, cfg.near_duplicate_threshold)),
+              ("classes", lambda: check_classes(clean)),
+              ("lengths", lambda: check_lengths(clean, tokenizer, max_length)),
+              ("personal_data", lambda: check_pii(clean)),
+              ("mojibake", lambda: check_encoding(clean))]
     if cfg.label_errors:
-        timed("label_errors", lambda: check_label_errors(clean["train"], seed))
-    return {"rows": {s: int(len(df)) for s, df in frames.items()},
-            "blocking": [f["check"] for f in findings if f["severity"] == BLOCKING],
-            "findings": findings, "seconds": timings, "fixes": []}
+        checks.append(("label_errors", lambda: check_label_errors(clean["train"], seed)))
+    return run_checks(frames, checks)
 
 
 _SHORT = {"leakage_exact": "evaluation rows duplicate a row of an earlier split",

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import AuditConfig
-from tunesmith.data.audit import BLOCKING, INFO, SPLIT_ORDER, WARNING, _finding, check_classes, check_exact
+from tunesmith.data.audit import (BLOCKING, INFO, SPLIT_ORDER, WARNING, _finding, check_classes, check_exact,
+                                  run_checks)
 from tunesmith.data.load import ROW
 
 
@@ -88,22 +89,11 @@ def check_sizes(frames: dict[str, pd.DataFrame]) -> dict:
 
 
 def audit_image_splits(frames: dict[str, pd.DataFrame], cfg: AuditConfig, skipped: list[dict]) -> dict:
-    import time
-
-    timings, findings = {}, []
-
-    def timed(name, fn):
-        tic = time.perf_counter()
-        out = fn()
-        timings[name] = round(time.perf_counter() - tic, 3)
-        findings.extend(out if isinstance(out, list) else [out])
-
-    timed("unreadable", lambda: check_unreadable(skipped))
-    timed("exact", lambda: check_exact(frames, key_column="sha256"))
-    timed("near", lambda: check_near_images(frames, cfg))
-    timed("classes", lambda: check_classes(frames))
-    timed("sizes", lambda: check_sizes(frames))
-    findings.append(_finding("label_errors", INFO, [], "not checked for images"))
-    return {"rows": {s: int(len(df)) for s, df in frames.items()},
-            "blocking": [f["check"] for f in findings if f["severity"] == BLOCKING],
-            "findings": findings, "seconds": timings, "fixes": []}
+    return run_checks(frames, [
+        ("unreadable", lambda: check_unreadable(skipped)),
+        ("exact", lambda: check_exact(frames, key_column="sha256")),
+        ("near", lambda: check_near_images(frames, cfg)),
+        ("classes", lambda: check_classes(frames)),
+        ("sizes", lambda: check_sizes(frames)),
+        ("label_errors", lambda: _finding("label_errors", INFO, [], "not checked for images")),
+    ])
