@@ -82,6 +82,8 @@ def test_folder_run_trains_head_then_all_and_predicts_like_the_run(face_folder, 
     for ref, pred, conf in zip(test["image"][:6], test["predicted"], test["confidence"]):
         row = got.loc[ref.replace("/", "_")]
         assert row["predicted"] == pred and row["probability"] == pytest.approx(conf, abs=1e-5)
+    card = (run.path / "model" / "README.md").read_text()
+    assert "library_name: timm" in card and "pipeline_tag: image-classification" in card and "input size 32 px" in card
     page = (run.path / "report.html").read_text()
     assert "linear probe" in page and "Confusion matrices" in page
     if (run.path / "misclassified.png").is_file():
@@ -155,11 +157,16 @@ def test_augmentation_touches_training_batches_only(faces):
     from tunesmith.models.vision import Preprocess
 
     pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    examples = [{"image": faces[0][i][..., None], "labels": i % 2} for i in range(8)]
-    train = ImageCollate(pre, AugmentConfig(rotation=20, noise=0.05), 2)
+    examples = [{"image": faces[0][i][..., None], "labels": i % 2, "index": i} for i in range(8)]
+    train = ImageCollate(pre, AugmentConfig(rotation=20, noise=0.05), 2, seed=0)
     evaluate = ImageCollate(pre, None, 2)
+    state = torch.get_rng_state()
     a, b = train(examples), train(examples)
-    assert a["pixel_values"].shape == (8, 3, 32, 32) and not torch.equal(a["pixel_values"], b["pixel_values"])
+    assert torch.equal(state, torch.get_rng_state())  # the global random stream is not consumed
+    assert torch.equal(a["pixel_values"], b["pixel_values"])  # a batch's augmentation depends on its ids only
+    other = train([{**ex, "index": ex["index"] + 100} for ex in examples])  # same images, another batch
+    assert a["pixel_values"].shape == (8, 3, 32, 32) and not torch.equal(a["pixel_values"], other["pixel_values"])
+    assert not torch.equal(a["pixel_values"], evaluate(examples)["pixel_values"])
     assert torch.equal(evaluate(examples)["pixel_values"], evaluate(examples)["pixel_values"])
     grey = evaluate(examples)["pixel_values"][0]
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])  # grey repeated to 3 channels
@@ -209,3 +216,33 @@ def test_image_demo_data_is_a_class_folder_of_real_digits(tmp_path, monkeypatch)
     assert sum(1 for _ in root.rglob("*.png")) == 1797
     cfg = image_demo_config(tmp_path / "runs")
     assert cfg.task == "image-classification" and cfg.model.name == "efficientnet-lite0"
+
+
+def test_two_stage_run_killed_after_the_head_stage_resumes_to_the_same_result(face_folder, tiny_cnn, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    cfg = image_config(face_folder, tiny_cnn, tmp_path / "runs", train={"checkpoint_every_steps": 3},
+                       image={"augment": {"rotation": 15, "noise": 0.02}})  # augmentation draws random numbers
+    cfg["run_name"] = "run"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from tunesmith.config import build_config
+        from tunesmith.run import fine_tune
+        def die(state):  # the main stage's callbacks: the head stage has finished by then
+            if state["global_step"] == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        fine_tune(build_config({cfg!r}), callbacks=[die])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "run"
+    assert (run_dir / "head" / "checkpoints" / "best").is_dir()
+    resumed = fine_tune(None, resume=run_dir)
+    cfg["run_name"] = "straight"
+    straight = fine_tune(build_config(cfg))
+    for split in ("validation", "test"):
+        assert resumed.results[split]["loss"] == pytest.approx(straight.results[split]["loss"], rel=1e-5)
+    assert resumed.results["training"]["warmup"] == straight.results["training"]["warmup"] | {
+        "train_seconds": resumed.results["training"]["warmup"]["train_seconds"]}

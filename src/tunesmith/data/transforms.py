@@ -3,6 +3,10 @@
 Augmentation is torchvision's transforms v2 (flips, rotation, random resized crop, colour jitter,
 Gaussian noise) per image, and v2.MixUp / v2.CutMix per batch, which turn labels into class
 probabilities (`targets`). Grey images are repeated to three channels for RGB backbones.
+
+Each training batch draws its random numbers from a generator seeded by the run's seed and the
+batch's example ids, not from the global stream: a data loader that prepares batches ahead
+(Accelerate does) or a resumed run then augments every batch exactly as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -47,10 +51,11 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
 class ImageCollate:
     """Examples {"image": uint8 H×W×C, "labels": int} -> {"pixel_values", "labels"[, "targets"]}."""
 
-    def __init__(self, pre: Preprocess, augment: AugmentConfig | None, num_classes: int) -> None:
+    def __init__(self, pre: Preprocess, augment: AugmentConfig | None, num_classes: int, seed: int = 0) -> None:
         from torchvision.transforms import v2
 
-        self.transform = pipeline(pre, augment)
+        self.transform, self.seed = pipeline(pre, augment), seed
+        self.random = augment is not None and augment.enabled
         mixers = []
         if augment is not None and augment.enabled:
             if augment.mixup:
@@ -60,6 +65,17 @@ class ImageCollate:
         self.mix = None if not mixers else mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if not self.random:
+            return self._batch(examples)
+        import hashlib
+
+        ids = ",".join(str(ex.get("index", "")) for ex in examples)
+        seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{ids}".encode()).digest()[:8], "little")
+        with torch.random.fork_rng(devices=[]):  # the global random stream is left as it was
+            torch.manual_seed(seed)
+            return self._batch(examples)
+
+    def _batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([self.transform(to_chw(ex["image"])) for ex in examples])
         labels = torch.tensor([ex["labels"] for ex in examples])
         batch = {"pixel_values": pixels, "labels": labels}

@@ -33,9 +33,20 @@ def write_model_card(run_dir: str | Path) -> Path:
     cal_text = (f"Temperature {cal['temperature']:.3f} fitted on validation; test ECE {cal['test']['ece']:.4f} before, "
                 f"{cal['test']['ece_scaled']:.4f} after. `tunesmith predict` applies it; `calibration.json` holds it."
                 if cal else "Not calibrated.")
+    images = res["task"] == "image-classification"
+    drift_hint = "" if images else ("; check with `tunesmith eval RUN_DIR --data new_labelled.csv`, which warns "
+                                    "about drift")
+    noun = "images" if images else "texts"
+    if images:
+        data_line = f"images from `{cfg['data']['train']}`"
+        size_line = f"input size {cfg['image']['size'] or 'of the model'} px"
+    else:
+        data_line = (f"training file: `{cfg['data']['train']}`; text column `{cfg['data']['text_column']}`, label "
+                     f"column `{cfg['data']['label_column']}`")
+        size_line = f"max length {cfg['model']['max_length']} tokens"
     card = f"""---
-library_name: transformers
-pipeline_tag: text-classification
+library_name: {'timm' if images else 'transformers'}
+pipeline_tag: {res['task']}
 tags: [tunesmith, {res['method']}]
 ---
 # {run_dir.name}
@@ -44,7 +55,7 @@ Fine-tuned by [tunesmith](https://pypi.org/project/tunesmith/) from `{cfg['model
 `{res['method']}` for {res['task']} over {len(res['labels'])} labels: {', '.join(res['labels'][:20])}{' …' if len(res['labels']) > 20 else ''}.
 
 ## Data
-- training file: `{cfg['data']['train']}`; text column `{cfg['data']['text_column']}`, label column `{cfg['data']['label_column']}`
+- {data_line}
 - split rows (train / validation / test): {splits['train']['rows']} / {splits['validation']['rows']} / {splits['test']['rows']}
 - split fingerprints (sha256 of row hashes): train `{splits['train']['sha256'][:16]}`, validation
   `{splits['validation']['sha256'][:16]}`, test `{splits['test']['sha256'][:16]}`
@@ -60,15 +71,15 @@ Fine-tuned by [tunesmith](https://pypi.org/project/tunesmith/) from `{cfg['model
 {cal_text}
 
 ## Training
-{res['training']['global_step']} optimizer steps, {res['training']['epochs_completed']} epochs, max length
-{cfg['model']['max_length']} tokens, learning rate {cfg['train']['learning_rate']}, seed {cfg['train']['seed']}.
+{res['training']['global_step']} optimizer steps, {res['training']['epochs_completed']} epochs, {size_line},
+learning rate {cfg['train']['learning_rate']}, seed {cfg['train']['seed']}.
 {res.get('overfitting', {}).get('summary', '')}
 
 ## Intended use and limits
-Classifies texts like those in the training data into the labels above. It has seen only that data: texts
-from another domain, language or time, or labels outside the list, will be mapped to the nearest known label
-with no warning from the model itself; check with `tunesmith eval RUN_DIR --data new_labelled.csv`, which
-warns about drift. The intervals above describe this test split, not future data.
+Classifies {noun} like those in the training data into the labels above. It has seen only that data: {noun}
+from another domain, source or time, or labels outside the list, will be mapped to the nearest known label
+with no warning from the model itself{drift_hint}.
+The intervals above describe this test split, not future data.
 """
     out = run_dir / "model" / "README.md"
     atomic_write_text(out, card)

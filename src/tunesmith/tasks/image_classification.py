@@ -128,9 +128,10 @@ class ImageClassification(Classifier):
             model = freeze_batch_norm_2d(model)  # same names and values; statistics and affine stay fixed
         pre = preprocess_of(model, cfg.image.size)
         index = {l: i for i, l in enumerate(labels)}
-        encoded = {split: [{"image": img, "labels": index[lab]} for img, lab in zip(df["image"], df["label"])]
+        encoded = {split: [{"image": img, "labels": index[lab], "index": i}
+                           for i, (img, lab) in enumerate(zip(df["image"], df["label"]))]
                    for split, df in data.splits.items()}
-        train_collate = ImageCollate(pre, cfg.image.augment, len(labels))
+        train_collate = ImageCollate(pre, cfg.image.augment, len(labels), cfg.train.seed)
         eval_collate = ImageCollate(pre, None, len(labels))
         method = cfg.train.method
         warmup_wanted = method == "full" and cfg.image.freeze_epochs > 0
