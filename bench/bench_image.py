@@ -61,7 +61,7 @@ def result_row(name: str, seed: int, res: dict, wall: float) -> dict:
     comp = res["comparison"]["accuracy"]
     return {"run": name, "seed": seed, "test accuracy [95% CI]": ci(res["test"]),
             "macro-F1": round(res["test"]["macro_f1"], 3), "majority": ci(res["baselines"]["majority_class"]["test"]),
-            "frozen features + LR": ci(res["baselines"]["linear_probe"]["test"]),
+            "frozen features + LR (C on val)": ci(res["baselines"]["linear_probe"]["test"]),
             "vs best baseline": f"{comp['difference']:+.3f} (p={comp['p_value']:.3f})",
             "train s": res["training"]["train_seconds"], "wall s": round(wall, 1)}
 

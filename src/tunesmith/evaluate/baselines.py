@@ -36,6 +36,18 @@ def linear_probe(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarra
     return _logreg(train_emb, train_y, test_emb, n_classes, c=10.0)
 
 
+def tuned_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                       test_x: np.ndarray, n_classes: int,
+                       grid=(0.001, 0.01, 0.1, 1.0, 10.0)) -> tuple[np.ndarray, float]:
+    """Logistic regression on frozen features with its regularisation C chosen on validation accuracy
+    (high-dimensional image features overfit at a fixed C); returns test logits and the chosen C."""
+    from sklearn.linear_model import LogisticRegression
+
+    scores = [(LogisticRegression(max_iter=2000, C=c).fit(train_x, train_y).score(val_x, val_y), -c) for c in grid]
+    best = -max(scores)[1]  # ties go to the stronger regularisation
+    return _logreg(train_x, train_y, test_x, n_classes, c=best), best
+
+
 def zero_shot(test_emb: np.ndarray, label_emb: np.ndarray, temperature: float = 0.05) -> np.ndarray:
     """No training at all: cosine similarity between each text and each label's name or description."""
     from scipy.special import log_softmax

@@ -207,17 +207,19 @@ class ImageClassification(Classifier):
         return classification_metrics(y_true, logits, labels)
 
     def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
-        """Majority class, and logistic regression on the frozen pre-trained backbone's features."""
+        """Majority class, and logistic regression on the frozen pre-trained backbone's features
+        (C chosen on the validation split)."""
         from tunesmith.evaluate import baselines as B
 
         index = {l: i for i, l in enumerate(data.labels)}
-        train_y = data.splits["train"]["label"].map(index).to_numpy()
+        y = {s: data.splits[s]["label"].map(index).to_numpy() for s in ("train", "validation")}
         out: dict[str, np.ndarray] = {}
         if "majority_class" in cfg.eval.baselines:
-            out["majority_class"] = B.majority_class(train_y, len(data.splits["test"]), len(data.labels))
+            out["majority_class"] = B.majority_class(y["train"], len(data.splits["test"]), len(data.labels))
         if "linear_probe" in cfg.eval.baselines and self._features is not None:
-            out["linear_probe"] = B.linear_probe(self._features["train"].numpy(), train_y,
-                                                 self._features["test"].numpy(), len(data.labels))
+            f = {s: self._features[s].numpy() for s in ("train", "validation", "test")}
+            out["linear_probe"], _ = B.tuned_linear_probe(f["train"], y["train"], f["validation"], y["validation"],
+                                                          f["test"], len(data.labels))
         return out
 
     def illustrate(self, data: TaskData, logits, y, run_dir: Path) -> None:
