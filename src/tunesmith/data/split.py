@@ -11,8 +11,19 @@ from tunesmith.errors import UserError
 
 
 def row_hashes(df: pd.DataFrame) -> list[str]:
-    """A short content hash per row (text and label), in row order."""
-    return [hashlib.sha256(f"{t}\x1f{l}".encode()).hexdigest()[:16] for t, l in zip(df["text"], df["label"])]
+    """A short content hash per row (text, or an image's pixel hash, and label), in row order."""
+    content = df["sha256"] if "sha256" in df.columns else df["text"]
+    return [hashlib.sha256(f"{t}\x1f{l}".encode()).hexdigest()[:16] for t, l in zip(content, df["label"])]
+
+
+def sample_stratified(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most n rows, stratified by label where every class has two rows."""
+    if n >= len(df):
+        return df
+    counts = df["label"].value_counts()
+    strat = df["label"] if counts.min() >= 2 and n >= len(counts) else None
+    keep, _ = train_test_split(df, train_size=n, random_state=seed, stratify=strat)
+    return keep.reset_index(drop=True)
 
 
 def fingerprint(df: pd.DataFrame) -> dict:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.config import RunConfig
-from tunesmith.data.split import check_label_sets, make_splits
+from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.memo import Memo, key
 from tunesmith.evaluate.metrics import classification_metrics
 from tunesmith.tasks import register_task
@@ -89,9 +89,7 @@ class ImageClassification(Classifier):
                 more, more_skipped = load_source(Path(path), cfg.image, d.label_column)
                 frames[split], skipped = more["train"], skipped + more_skipped
         if d.max_train_rows:
-            from tunesmith.tasks.text_classification import _sample_stratified
-
-            frames["train"] = _sample_stratified(frames["train"], d.max_train_rows, cfg.train.seed)
+            frames["train"] = sample_stratified(frames["train"], d.max_train_rows, cfg.train.seed)
         splits = make_splits(frames["train"], frames.get("validation"), frames.get("test"), d.validation_size,
                              d.test_size, cfg.train.seed, str(d.train))
         labels = check_label_sets(splits, _files(cfg))

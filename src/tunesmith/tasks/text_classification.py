@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tunesmith.config import RunConfig
 from tunesmith.data.load import labelled_rows, read_table
-from tunesmith.data.split import check_label_sets, make_splits
+from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
 from tunesmith.memo import Memo, key
 from tunesmith.evaluate.metrics import classification_metrics
@@ -23,17 +23,6 @@ from tunesmith.tasks.classification import Classifier
 # Config attributes that hold dropout in the encoder families transformers ships.
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
                  "attention_dropout", "seq_classif_dropout")
-
-
-def _sample_stratified(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    if n >= len(df):
-        return df
-    from sklearn.model_selection import train_test_split
-
-    counts = df["label"].value_counts()
-    strat = df["label"] if counts.min() >= 2 and n >= len(counts) else None
-    keep, _ = train_test_split(df, train_size=n, random_state=seed, stratify=strat)
-    return keep.reset_index(drop=True)
 
 
 def default_max_length(lengths: list[int], model_limit: int) -> int:
@@ -65,7 +54,7 @@ class TextClassification(Classifier):
             frames[split], report[split] = labelled_rows(read_table(path), path, d.text_column,
                                                          d.label_column, d.drop_missing)
         if d.max_train_rows:
-            frames["train"] = _sample_stratified(frames["train"], d.max_train_rows, cfg.train.seed)
+            frames["train"] = sample_stratified(frames["train"], d.max_train_rows, cfg.train.seed)
         splits = make_splits(frames["train"], frames["validation"], frames["test"], d.validation_size,
                              d.test_size, cfg.train.seed, str(d.train))
         labels = check_label_sets(splits, files)
@@ -186,7 +175,7 @@ class TextClassification(Classifier):
             source, max_length = prepared.resolved["model_source"], prepared.resolved["max_length"]
             test_emb = embed_texts(source, test_texts, max_length)
             if "linear_probe" in names:
-                sample = _sample_stratified(train, cfg.eval.probe_max_rows, cfg.train.seed)
+                sample = sample_stratified(train, cfg.eval.probe_max_rows, cfg.train.seed)
                 emb = embed_texts(source, sample["text"].astype(str).tolist(), max_length)
                 out["linear_probe"] = B.linear_probe(emb, sample["label"].map(index).to_numpy(), test_emb, len(labels))
             if "zero_shot" in names:
