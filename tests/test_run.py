@@ -170,3 +170,12 @@ def test_existing_run_name_is_not_overwritten(tiny_model, tiny_csv, tmp_path):
     run(tiny_model, tiny_csv, tmp_path, epochs=1)
     with pytest.raises(UserError, match="a run with this name exists"):
         run(tiny_model, tiny_csv, tmp_path, epochs=1)
+
+
+def test_default_run_names_of_runs_started_in_the_same_second_differ(tmp_path):
+    from tunesmith.run import _free_name
+
+    assert _free_name(tmp_path, "text-classification-x-20261125-120000") == "text-classification-x-20261125-120000"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a-2").mkdir()
+    assert _free_name(tmp_path, "a") == "a-3"

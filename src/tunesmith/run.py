@@ -85,6 +85,15 @@ def _distributed_without_gpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def _free_name(output_dir: Path, name: str) -> str:
+    """The default run name, with -2, -3... when runs started within the same second."""
+    candidate, n = name, 1
+    while (output_dir / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
 def _mark(run_dir: Path, status: str, **extra) -> None:
     atomic_write_json(run_dir / STATUS, {"status": status, **extra,
                                          "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
@@ -126,7 +135,8 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     if resume is not None:
         run_dir = resume
     else:
-        name = cfg.run_name or f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        name = cfg.run_name or _free_name(Path(cfg.output_dir),
+                                          f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}")
         name = broadcast_object_list([name])[0]
         run_dir = Path(cfg.output_dir) / name
         if main and (run_dir / STATUS).exists():
