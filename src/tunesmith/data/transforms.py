@@ -10,6 +10,8 @@ batch's example ids, not from the global stream: a data loader that prepares bat
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -67,8 +69,6 @@ class ImageCollate:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not self.random:
             return self._batch(examples)
-        import hashlib
-
         ids = ",".join(str(ex.get("index", "")) for ex in examples)
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{ids}".encode()).digest()[:8], "little")
         with torch.random.fork_rng(devices=[]):  # the global random stream is left as it was

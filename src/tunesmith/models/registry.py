@@ -39,6 +39,10 @@ def register_model(name: str, family: str, package: str, description: str, arch:
     return wrap
 
 
+def get_asset(name: str) -> ModelAsset | None:
+    return _REGISTRY.get(name)
+
+
 def list_models() -> list[ModelAsset]:
     return sorted(_REGISTRY.values(), key=lambda m: m.name)
 

@@ -115,10 +115,10 @@ def create_backbone(name: str, weights: str | Path | None, num_classes: int, dro
     """A timm model with its pretrained weights and a new head; returns (model, where the weights came from)."""
     import timm
 
-    from tunesmith.models.registry import _REGISTRY, hub_error
+    from tunesmith.models.registry import get_asset, hub_error, list_models
 
     kwargs = {"num_classes": num_classes, **({"drop_rate": drop_rate} if drop_rate is not None else {})}
-    asset = _REGISTRY.get(name)
+    asset = get_asset(name)
     if asset is not None:
         if asset.family != "vision":
             raise UserError(f"model.name = {name!r} is a {asset.family} model; image-classification needs an image "
@@ -150,7 +150,7 @@ def create_backbone(name: str, weights: str | Path | None, num_classes: int, dro
             raise hub_error(name, err) from None
         return model, name
     if not timm.is_model(name):
-        raise UserError(f"model.name = {name!r}: not a registry name ({', '.join(_REGISTRY)}), a folder, a timm "
+        raise UserError(f"model.name = {name!r}: not a registry name ({', '.join(m.name for m in list_models())}), a folder, a timm "
                         "architecture (timm.list_models()) or a hub name (timm/...)")
     if weights is not None:
         model = timm.create_model(name, pretrained=False, **kwargs)
@@ -172,14 +172,9 @@ def save_backbone(model: nn.Module, labels: list[str], folder: Path, extra: dict
 
 
 def load_saved(folder: str | Path) -> tuple[nn.Module, list[str], Preprocess]:
-    import json
-
+    """A saved run's model in eval mode, its label names, and its preprocessing (from its own config)."""
     import timm
 
-    folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
-    labels = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
-    pre = cfg.get("pretrained_cfg", {})
-    return model, list(labels), Preprocess(int(pre.get("input_size", [3, 224, 224])[-1]), tuple(pre.get("mean")),
-                                           tuple(pre.get("std")))
+    model = timm.create_model(f"local-dir:{Path(folder).resolve()}", pretrained=True).eval()
+    labels = model.pretrained_cfg.get("label_names") or [str(i) for i in range(model.num_classes)]
+    return model, list(labels), preprocess_of(model)

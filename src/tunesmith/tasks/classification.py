@@ -7,6 +7,10 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from tunesmith.config import RunConfig
 from tunesmith.evaluate.calibration import CALIBRATION
 from tunesmith.io import atomic_write_json
@@ -17,6 +21,28 @@ class Classifier:
     """Mixin: `validate` and `finish` for tasks whose outputs are class logits."""
 
     input_name = "text"  # what a row's `text` column holds, as named in predictions files
+    class_weight: torch.Tensor | None = None
+    label_smoothing = 0.0
+
+    def set_loss(self, cfg: RunConfig, data: TaskData) -> None:
+        """Class weights (train.class_weights=balanced or audit.balance=reweight) and label smoothing."""
+        train = data.splits["train"]
+        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
+            counts = train["label"].value_counts()
+            freq = np.array([counts.get(l, 0) for l in data.labels], dtype=np.float64)
+            self.class_weight = torch.tensor(len(train) / (len(data.labels) * freq), dtype=torch.float32)
+        self.label_smoothing = cfg.train.label_smoothing
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.logits(model, batch).float()
+        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
+        target = batch.get("targets", batch["labels"])  # mixup/cutmix give class probabilities
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+
+    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
+        from tunesmith.evaluate.metrics import classification_metrics
+
+        return classification_metrics(y_true, logits, labels)
 
     def profile(self, data: TaskData) -> dict:
         train = data.splits["train"]

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from tunesmith.config import RunConfig
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.memo import Memo, key
-from tunesmith.evaluate.metrics import classification_metrics
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Phase, Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
@@ -72,10 +71,6 @@ class ImageClassification(Classifier):
     name: str
     input_name = "image"
     default_lr = {"full": 1e-3, "linear-probe": 1e-2, "lora": 1e-3}
-
-    def __init__(self) -> None:
-        self.class_weight: torch.Tensor | None = None
-        self.label_smoothing = 0.0
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self, cfg: RunConfig) -> TaskData:
@@ -158,11 +153,7 @@ class ImageClassification(Classifier):
             groups = self._layer_groups(cfg)
         elif method == "full":
             groups = self._layer_groups(cfg)
-        counts = data.splits["train"]["label"].value_counts()
-        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
-            freq = np.array([counts.get(l, 0) for l in labels], dtype=np.float64)
-            self.class_weight = torch.tensor(len(data.splits["train"]) / (len(labels) * freq), dtype=torch.float32)
-        self.label_smoothing = cfg.train.label_smoothing
+        self.set_loss(cfg, data)
         self._features = feats
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, pre.size, pre.size),
                                 "mean": pre.mean, "std": pre.std, "crop_pct": 1.0}
@@ -194,15 +185,6 @@ class ImageClassification(Classifier):
         if "features" in batch:
             return _head_logits(model, batch["features"])
         return model(batch["pixel_values"])
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.logits(model, batch).float()
-        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
-        target = batch.get("targets", batch["labels"])  # mixup/cutmix give class probabilities
-        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
-
-    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
-        return classification_metrics(y_true, logits, labels)
 
     def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
         """Majority class, and logistic regression on the frozen pre-trained backbone's features

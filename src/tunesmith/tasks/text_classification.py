@@ -6,14 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from tunesmith.config import RunConfig
 from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
 from tunesmith.memo import Memo, key
-from tunesmith.evaluate.metrics import classification_metrics
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
 from tunesmith.tasks import register_task
@@ -34,10 +32,6 @@ def default_max_length(lengths: list[int], model_limit: int) -> int:
 @register_task("text-classification")
 class TextClassification(Classifier):
     name: str
-
-    def __init__(self) -> None:
-        self.class_weight: torch.Tensor | None = None
-        self.label_smoothing = 0.0
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self, cfg: RunConfig) -> TaskData:
@@ -114,12 +108,7 @@ class TextClassification(Classifier):
                 encoded, collate, lengths, feature_cache = F_.id_examples(encoded, feats), F_.collate_ids, \
                     [1] * len(lengths), True
 
-        train_texts = data.splits["train"]["text"]
-        counts = data.splits["train"]["label"].value_counts()
-        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
-            freq = np.array([counts.get(l, 0) for l in labels], dtype=np.float64)
-            self.class_weight = torch.tensor(len(train_texts) / (len(labels) * freq), dtype=torch.float32)
-        self.label_smoothing = cfg.train.label_smoothing
+        self.set_loss(cfg, data)
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
         return Prepared(model=model, encoded=encoded, lengths=lengths, collate=collate, preprocessor=tokenizer,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
@@ -147,14 +136,6 @@ class TextClassification(Classifier):
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs).logits
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.logits(model, batch)
-        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
-        return F.cross_entropy(logits.float(), batch["labels"], weight=weight, label_smoothing=self.label_smoothing)
-
-    def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
-        return classification_metrics(y_true, logits, labels)
 
     def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
         """Test-split logits of each configured baseline (see tunesmith.evaluate.baselines)."""
