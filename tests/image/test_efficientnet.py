@@ -16,7 +16,6 @@ def test_mapped_weights_give_the_reference_code_s_prediction_for_chelsea():
     from efficientnet_lite_pytorch import EfficientNet
     from skimage.data import chelsea
 
-    from tunesmith.models.registry import resolve_model  # noqa: F401  (registers the models)
     from tunesmith.models.vision import create_backbone, preprocess_of, read_weights
 
     model, weights_file = create_backbone("efficientnet-lite0", None, 1000)

@@ -86,8 +86,8 @@ def test_folder_run_trains_head_then_all_and_predicts_like_the_run(face_folder, 
     assert "library_name: timm" in card and "pipeline_tag: image-classification" in card and "input size 32 px" in card
     page = (run.path / "report.html").read_text()
     assert "linear probe" in page and "Confusion matrices" in page
-    if (run.path / "misclassified.png").is_file():
-        assert "Misclassified test images" in page
+    wrong = bool((test["label"] != test["predicted"]).any())  # the grid exists exactly when there are errors
+    assert (run.path / "misclassified.png").is_file() == wrong and ("Misclassified test images" in page) == wrong
 
 
 def test_npz_and_csv_layouts_read_the_same_images(faces, tmp_path):
