@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import tempfile
@@ -66,17 +67,33 @@ def result_row(name: str, seed: int, res: dict, wall: float) -> dict:
             "train s": res["training"]["train_seconds"], "wall s": round(wall, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--append", action="store_true")
-    args = ap.parse_args()
+def arguments(epochs: int) -> argparse.ArgumentParser:
+    """The options both image benchmarks take; they stop at once when the data is absent."""
     if not DATA.is_file():
         raise SystemExit(f"{DATA} is absent: this benchmark needs ../shared/data/pneumoniamnist.npz")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--append", action="store_true", help="add the results, dated, to bench/RESULTS.md")
+    return ap
+
+
+def record(title: str, body: str, append: bool) -> None:
+    """Print a dated section headed by the machine; with `append`, add it to bench/RESULTS.md."""
     import torch
 
+    text = (f"\n## {dt.date.today()} — {title} ({platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} torch threads)\n\n{body}")
+    print(text)
+    if append:
+        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
+            fh.write(text)
+
+
+def main() -> None:
+    ap = arguments(epochs=6)
+    ap.add_argument("--seeds", type=int, default=1)
+    args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="bench-image-"))
     rows, pairs = [], []
     for seed in range(args.seeds):
@@ -98,8 +115,6 @@ def main() -> None:
     for cache in (True, False):
         res, wall, path = timed_run(config(out, f"probe-{'cache' if cache else 'nocache'}", args.size, args.epochs,
                                            0, cache_features=cache), ["train.method=linear-probe"])
-        import json
-
         report = json.loads((path / "data_report.json").read_text())
         probe.append({"linear probe": "cached features" if cache else "backbone every step",
                       "feature pass s": report["feature_seconds"], "train s": res["training"]["train_seconds"],
@@ -111,10 +126,7 @@ def main() -> None:
                           f"[{p['low']:+.3f}, {p['high']:+.3f}], paired bootstrap p = {p['p_value']:.3f}: "
                           f"{p['verdict']}" for p in pairs)
     probe_table = markdown(probe)
-    text = (f"\n## {dt.date.today()} — image classification: EfficientNet-Lite0 on PneumoniaMNIST "
-            f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads)\n\n"
-            f"Balanced PneumoniaMNIST subset (2,428 / 270 / 468 grey 28x28 X-rays), upsampled to {args.size} px. "
+    body = (f"Balanced PneumoniaMNIST subset (2,428 / 270 / 468 grey 28x28 X-rays), upsampled to {args.size} px. "
             f"Full fine-tuning: 1 head epoch on cached frozen features (lr 1e-2), then {args.epochs} epochs of every "
             "layer (AdamW lr 1e-3, layer decay 0.7, batch 32, BatchNorm frozen unless the row says otherwise); default "
             "augmentation (hflip 0.5, rotation 10, random resized crop 0.8-1, colour jitter 0.1). "
@@ -124,10 +136,7 @@ def main() -> None:
             f"Head training with cached features (feature pass included) is **{speedup:.1f}x** faster than running "
             "the frozen backbone every step; trials of a study reuse the feature pass (memo), so they pay only the "
             "head's train seconds.\n")
-    print(text)
-    if args.append:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(text)
+    record("image classification: EfficientNet-Lite0 on PneumoniaMNIST", body, args.append)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,14 @@ warm-up stage (image.freeze_epochs=0), so both train every layer for the same st
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
+from bench_image import DATA, ROOT, arguments, record  # a sibling script in bench/
 
 
 def tunesmith_run(size: int, epochs: int, out: Path) -> dict:
@@ -52,16 +47,9 @@ def peer_run(size: int, epochs: int, out: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap = arguments(epochs=2)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--append", action="store_true")
     args = ap.parse_args()
-    if not DATA.is_file():
-        raise SystemExit(f"{DATA} is absent: this benchmark needs ../shared/data/pneumoniamnist.npz")
-    import torch
-
     tmp = Path(tempfile.mkdtemp(prefix="bench-image-speed-"))
     rows = []
     for r in range(args.rounds):
@@ -73,18 +61,13 @@ def main() -> None:
               for x in rows]
     ratios = [(t["samples_per_second"] / p["samples_per_second"], t["peak_rss_mb"] / p["peak_rss_mb"])
               for p, t in zip(rows[::2], rows[1::2])]
-    text = (f"\n## {dt.date.today()} — image fine-tuning speed: tunesmith vs a plain timm loop, EfficientNet-Lite0 "
-            f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-            f"torch threads)\n\nPneumoniaMNIST train split (2,428 scans) at {args.size} px, {args.epochs} epochs of "
-            "batch 32, every layer trained, BatchNorm frozen, the same torchvision v2 augmentation, AdamW lr 1e-3 "
-            "(tunesmith: layer-decayed groups, the same compute), each tool in its own process, alternating.\n\n"
+    body = (f"PneumoniaMNIST train split (2,428 scans) at {args.size} px, {args.epochs} epochs of batch 32, every "
+            "layer trained, BatchNorm frozen, the same torchvision v2 augmentation, AdamW lr 1e-3 (tunesmith: "
+            "layer-decayed groups, the same compute), each tool in its own process, alternating.\n\n"
             + "\n".join(lines) + "\n\n" + "\n".join(
                 f"Round {i}: throughput ratio (tunesmith / peer) **{s:.2f}x**, peak RSS ratio **{m:.2f}x**."
                 for i, (s, m) in enumerate(ratios)) + "\n")
-    print(text)
-    if args.append:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(text)
+    record("image fine-tuning speed: tunesmith vs a plain timm loop, EfficientNet-Lite0", body, args.append)
 
 
 if __name__ == "__main__":
