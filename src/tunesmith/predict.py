@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,43 +12,126 @@ import pandas as pd
 from tunesmith.errors import UserError
 
 
-def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, list[str], float]:
-    """Raw logits of RUN_DIR/model for each text, the label names, and the saved calibration temperature."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+class Predictor(Protocol):
+    """A finished classification run's model, loaded once: what `predict`, `eval` and `serve` call.
 
-    from tunesmith.models import quiet_hf
+    `logits` takes texts (text-classification) or uint8 H×W×C arrays (image-classification) and
+    returns raw scores, one column per label; dividing by `temperature` calibrates them."""
+    labels: list[str]
+    temperature: float
+    input_name: str  # "text" or "image"
+    max_length: int | None  # token limit (text); None for images
+
+    def logits(self, inputs: Sequence) -> np.ndarray: ...
+
+
+class TorchTextClassifier:
+    """RUN_DIR/model as transformers saved it."""
+    input_name = "text"
+
+    def __init__(self, run) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from tunesmith.models import quiet_hf
+
+        quiet_hf()
+        self.tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.temperature = _temperature(run.model_dir)
+        self.max_length = run.config.model.max_length
+
+    def logits(self, inputs: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                chunk = [str(t) for t in inputs[start:start + batch_size]]
+                enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
+                                     return_tensors="pt")
+                out.append(self.model(**enc).logits.float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+
+class TorchImageClassifier:
+    """RUN_DIR/model as timm saved it, with its own preprocessing (no augmentation)."""
+    input_name = "image"
+    max_length = None
+
+    def __init__(self, run) -> None:
+        from tunesmith.data.transforms import pipeline
+        from tunesmith.models.vision import load_saved
+
+        self.model, self.labels, pre = load_saved(run.model_dir)
+        self.transform = pipeline(pre, None)
+        self.temperature = _temperature(run.model_dir)
+        self.max_side = run.config.image.max_side
+
+    def logits(self, inputs: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        from tunesmith.data.images import shrink
+        from tunesmith.data.transforms import to_chw
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                batch = [self.transform(to_chw(shrink(img, self.max_side))) for img in inputs[start:start + batch_size]]
+                out.append(self.model(torch.stack(batch)).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+
+_BACKENDS: dict[str, dict[str, Callable]] = {
+    "torch": {"text-classification": TorchTextClassifier, "image-classification": TorchImageClassifier},
+}
+
+
+def load_predictor(run_dir: str | Path, backend: str = "torch") -> Predictor:
+    """Load a finished classification run's model once, for many calls (`backend`: torch)."""
     from tunesmith.run import load_run
 
-    quiet_hf()
     run = load_run(run_dir)
-    if run.config.task != "text-classification":
-        raise UserError(f"{run.path}: a {run.config.task} run; predict --text and eval take text-classification "
-                        "runs (image-classification: predict --input IMAGES_FOLDER; sft: tunesmith chat RUN_DIR)")
-    if not (run.model_dir / "config.json").is_file():
+    if backend not in _BACKENDS:
+        raise UserError(f"backend {backend!r}: expected one of {', '.join(_BACKENDS)}")
+    kinds = _BACKENDS[backend]
+    if run.config.task not in kinds:
+        raise UserError(f"{run.path}: a {run.config.task} run; predict, eval and serve's classification routes take "
+                        f"{' and '.join(kinds)} runs (sft: tunesmith chat RUN_DIR)")
+    if not any((run.model_dir / f).is_file() for f in ("config.json", "model.safetensors")):
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
-    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
-    temperature = _temperature(run.model_dir)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            chunk = [str(t) for t in texts[start:start + batch_size]]
-            enc = tokenizer(chunk, truncation=True, max_length=run.config.model.max_length, padding=True,
-                            return_tensors="pt")
-            out.append(model(**enc).logits.float().numpy())
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    logits = np.concatenate(out) if out else np.zeros((0, len(labels)), dtype=np.float32)
-    return logits, labels, temperature
+    return kinds[run.config.task](run)
+
+
+def calibrated(predictor: Predictor, inputs: Sequence) -> np.ndarray:
+    """Temperature-calibrated class probabilities, one row per input."""
+    from tunesmith.evaluate.metrics import softmax
+
+    return softmax(predictor.logits(inputs) / predictor.temperature)
+
+
+def _frame(predictor: Predictor, inputs: Sequence) -> pd.DataFrame:
+    probs = calibrated(predictor, inputs)
+    return pd.DataFrame({"label": [predictor.labels[i] for i in probs.argmax(1)],
+                         "probability": probs.max(1).round(6)})
+
+
+def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, list[str], float]:
+    """Raw logits of a text-classification run's model for each text, the label names, and the saved
+    calibration temperature."""
+    predictor = load_predictor(run_dir)
+    if predictor.input_name != "text":
+        raise UserError(f"{run_dir}: an image-classification run; predict --text and eval take text-classification "
+                        "runs (images: predict --input IMAGES_FOLDER)")
+    return predictor.logits(texts, batch_size), predictor.labels, predictor.temperature
 
 
 def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
     """Label and calibrated probability for each text, from RUN_DIR/model."""
-    from tunesmith.evaluate.metrics import softmax
-
-    logits, labels, temperature = run_logits(run_dir, texts, batch_size)
-    probs = softmax(logits / temperature)
-    return pd.DataFrame({"label": [labels[i] for i in probs.argmax(1)], "probability": probs.max(1).round(6)})
+    predictor = load_predictor(run_dir)
+    if predictor.input_name != "text":
+        raise UserError(f"{run_dir}: an image-classification run; give images: predict --input IMAGES_FOLDER")
+    return _frame(predictor, texts)
 
 
 def _temperature(model_dir: Path) -> float:
@@ -58,35 +141,26 @@ def _temperature(model_dir: Path) -> float:
     return json.loads(path.read_text())["temperature"] if path.is_file() else 1.0
 
 
+def read_images(files: Sequence[Path], max_side: int) -> list[np.ndarray]:
+    """Decode image files; an unreadable one is a UserError naming it."""
+    from tunesmith.data.images import read_image
+
+    out = []
+    for f in files:
+        try:
+            out.append(read_image(f, max_side))
+        except Exception as err:  # PIL raises many types for damaged files
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise UserError(f"{f}: not a readable image ({reason})") from None
+    return out
+
+
 def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int = 64) -> pd.DataFrame:
     """Label and calibrated probability for each image file, from an image-classification run's model."""
-    import torch
-
-    from tunesmith.data.images import read_image
-    from tunesmith.data.transforms import pipeline, to_chw
-    from tunesmith.evaluate.metrics import softmax
-    from tunesmith.models.vision import load_saved
-    from tunesmith.run import load_run
-
-    run = load_run(run_dir)
-    if not (run.model_dir / "model.safetensors").is_file():
-        raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
-    model, labels, pre = load_saved(run.model_dir)
-    transform = pipeline(pre, None)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(files), batch_size):
-            batch = []
-            for f in files[start:start + batch_size]:
-                try:
-                    img = read_image(f, run.config.image.max_side)
-                except Exception as err:  # PIL raises many types for damaged files
-                    reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-                    raise UserError(f"{f}: not a readable image ({reason})") from None
-                batch.append(transform(to_chw(img)))
-            out.append(model(torch.stack(batch)).float().numpy())
-    probs = softmax(np.concatenate(out) / _temperature(run.model_dir))
-    return pd.DataFrame({"label": [labels[i] for i in probs.argmax(1)], "probability": probs.max(1).round(6)})
+    predictor = load_predictor(run_dir)
+    if predictor.input_name != "image":
+        raise UserError(f"{run_dir}: a text-classification run; give texts: predict --input FILE or --text")
+    return _frame(predictor, read_images(files, predictor.max_side))
 
 
 def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
@@ -137,7 +211,8 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     empty = blank(texts)
     if empty.any():
         rows = ", ".join(str(r) for r in df.loc[empty, ROW].head(5))
-        raise UserError(f"{input_path}: {int(empty.sum())} rows have no text in column {column!r} (first at line {rows})")
+        raise UserError(f"{input_path}: {int(empty.sum())} rows have no text in column {column!r} "
+                        f"(first at line {rows})")
     preds = predict(run_dir, texts.astype(str).tolist())
     out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
     _write_csv(out, output_path)
