@@ -96,6 +96,10 @@ class TrainConfig(_Strict):
     group_by_length: bool = Field(True, description="Batch texts of similar length together so short "
                                   "texts do not pay for long ones.")
     seed: int = Field(42, description="Seed for splits, initialisation, shuffling and dropout.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Arithmetic of the forward and "
+                                                      "backward passes (weights and optimizer stay fp32): bf16 "
+                                                      "autocast on CPU or GPU; fp16 (with loss scaling) needs a "
+                                                      "CUDA GPU.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
 
 

@@ -85,6 +85,28 @@ def _distributed_without_gpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def mixed_precision(precision: str) -> str:
+    """Accelerate's name for train.precision; fp16 needs CUDA (its loss scaler has no CPU kernel)."""
+    import torch
+
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("train.precision = 'fp16': needs a CUDA GPU and none is available; use bf16 or fp32")
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def _accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    precision = mixed_precision(cfg.train.precision)
+    current = AcceleratorState._shared_state.get("_mixed_precision")  # None until an Accelerator exists
+    if current is not None and current != precision:
+        # Accelerate keeps one precision per process; the trials of a study may differ in it
+        AcceleratorState._reset_state()
+    return Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+                       cpu=_distributed_without_gpu(), mixed_precision=precision)
+
+
 def _free_name(output_dir: Path, name: str) -> str:
     """The default run name, with -2, -3... when runs started within the same second."""
     candidate, n = name, 1
@@ -119,7 +141,6 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     else:
         cfg = load_config(config, list(overrides))
 
-    from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
 
     from tunesmith.tasks import get_task
@@ -129,8 +150,7 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     # every data problem surfaces here, before any model loads
     data = memo.get("data", key(cfg.task, cfg.data.model_dump(mode="json"), cfg.train.seed),
                     lambda: task.load_data(cfg))
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-                              cpu=_distributed_without_gpu())
+    accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     if resume is not None:
         run_dir = resume

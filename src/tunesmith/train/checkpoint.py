@@ -18,8 +18,12 @@ from tunesmith.io import replace_dir
 
 
 def rng_state() -> dict:
-    """This process's random state (every process has its own: dropout differs per rank)."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """This process's random state (every process has its own: dropout differs per rank), with the
+    CUDA generators' where CUDA is present (dropout on a GPU draws from those)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def save_checkpoint(folder: Path, weights: dict[str, torch.Tensor], state: dict,
@@ -62,6 +66,8 @@ def restore_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler, 
     rng = states[rank] if rank < len(states) else states[0]
     torch.set_rng_state(rng["torch"])
     random.setstate(_as_tuple(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _as_tuple(obj):

@@ -188,7 +188,8 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
                 state["stopped_early"] = True
 
     model.train()
-    window: list[float] = []
+    # the loss stays on the device between logs: reading it every step would sync host and GPU each time
+    window = {"sum": torch.zeros((), device=accelerator.device), "n": 0}
     clock = {"start": time.perf_counter(), "base": state["train_seconds"], "overhead": 0.0}
 
     def timed(fn: Callable[[], None]) -> None:  # eval and checkpoints do not count as training time
@@ -214,7 +215,8 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
                     optimizer.zero_grad()
                 state["batches_in_epoch"] += 1
                 state["train_samples"] += len(batch["labels"]) * accelerator.num_processes
-                window.append(loss.detach().float().item())
+                window["sum"] += loss.detach().float()
+                window["n"] += 1
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
@@ -225,8 +227,8 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
                     state.update(epoch=state["epoch"] + 1, batches_in_epoch=0)
                 state["train_seconds"] = clock["base"] + time.perf_counter() - clock["start"] - clock["overhead"]
                 if step % cfg.logging_steps == 0 or step == total_steps:
-                    mean = accelerator.reduce(torch.tensor(np.mean(window)), reduction="mean").item()
-                    window.clear()
+                    mean = accelerator.reduce(window["sum"] / window["n"], reduction="mean").item()
+                    window.update(sum=torch.zeros((), device=accelerator.device), n=0)
                     log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
                                "loss": mean, "lr": max(scheduler.get_last_lr())})
                     bar.update(task_id, loss=f"{mean:.4f}")
