@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -167,3 +168,57 @@ def test_trials_share_data_tokens_and_frozen_features(tiny_model, tmp_path, monk
     res = tune(build_config(cfg))
     assert calls == {"tokenize": 1, "features": 1}  # 3 trials and the final run
     assert res.summary["shared"] == {"data": 3, "audit": 3, "tokens": 3, "features": 3}
+
+
+def test_a_blocking_audit_stops_the_study_with_its_error(tiny_model, tmp_path, capsys):
+    """A user error (here a train/test leak the audit blocks on) fails every trial alike: the study
+    stops at its first trial with that one error line, exit 2, instead of running trials forever."""
+    from tunesmith.cli import main
+
+    rows = make_rows(160, seed=1)
+    rows.iloc[:120].to_csv(tmp_path / "train.csv", index=False)
+    pd.concat([rows.iloc[120:], rows.iloc[:3]]).to_csv(tmp_path / "test.csv", index=False)  # 3 leaked rows
+    # the timeout only bounds this test should the study loop again (it used to run trials until killed)
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=50, timeout="40s")
+    cfg["data"]["test"] = str(tmp_path / "test.csv")
+    with pytest.raises(UserError, match="data audit found blocking issues"):
+        tune(build_config(cfg))
+    assert [p.name for p in (tmp_path / "runs").glob("run-study/trial-*")] == ["trial-0000"]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "tune": {**cfg["tune"], "study_name": "cli-study"}}))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data audit found blocking issues"), err
+    assert len(list((tmp_path / "runs" / "cli-study").glob("trial-*"))) == 1
+
+
+def test_failing_trials_count_against_the_budget_and_end_the_study(tiny_model, tmp_path, monkeypatch, capsys):
+    """Other failures count against the budget, and max_consecutive_failures in a row end the study
+    with the last error; a success in between resets the count."""
+    from tunesmith import run as run_module
+
+    real, calls = run_module.fine_tune, []
+
+    def flaky(cfg, *args, **kwargs):
+        calls.append(cfg.run_name)
+        if len(calls) in failing:
+            raise RuntimeError(f"CUDA out of memory in call {len(calls)}")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "fine_tune", flaky)
+    failing = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=100,
+                       max_consecutive_failures=2, study_name="broken")
+    with pytest.raises(UserError, match=r"study broken: 2 trials in a row failed \(tune.max_consecutive_failures = 2\); "
+                                        r"the last, trial 1: RuntimeError: CUDA out of memory in call 2"):
+        tune(build_config(cfg))
+    assert len(calls) == 2 and not list((tmp_path / "runs" / "broken").glob("trial-*"))  # stopped after 2
+    assert capsys.readouterr().err.count("warning: trial ") == 2  # one line per failure, no traceback
+
+    calls.clear()
+    failing = {2}  # the budget counts the failure: 3 trials, one failed, two complete, then the final run
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=3, study_name="flaky")
+    res = tune(build_config(cfg))
+    assert res.summary["trials"]["fail"] == 1 and res.summary["trials"]["complete"] == 2
+    assert calls == ["trial-0000", "trial-0001", "trial-0002", "final"]
+    assert "Traceback" not in capsys.readouterr().err
