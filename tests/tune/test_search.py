@@ -222,3 +222,25 @@ def test_failing_trials_count_against_the_budget_and_end_the_study(tiny_model, t
     assert res.summary["trials"]["fail"] == 1 and res.summary["trials"]["complete"] == 2
     assert calls == ["trial-0000", "trial-0001", "trial-0002", "final"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_storage_credentials_never_reach_disk_or_the_terminal(tiny_model, tmp_path, capsys):
+    """A storage URL's secret is masked in study.json, trial and final configs, reports and the CLI output.
+    SQLite takes no user:password@, but it does accept a password query parameter, masked the same way."""
+    from tunesmith.cli import main
+
+    url = f"sqlite:///file:{tmp_path / 'study.db'}?mode=rwc&uri=true&password=s3cr3t-pw"
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=2,
+                                                storage=url)))
+    assert main(["tune", str(path)]) == 0
+    out = capsys.readouterr()
+    study_dir = tmp_path / "runs" / "run-study"
+    written = [p for p in study_dir.rglob("*") if p.is_file() and p.suffix in {".json", ".yaml", ".html", ".md",
+                                                                              ".csv", ".jsonl"}]
+    assert {p.relative_to(study_dir).as_posix() for p in written} >= {
+        "study.json", "report.html", "trial-0000/config.yaml", "final/config.yaml", "final/report.html"}
+    leaks = [p for p in written if "s3cr3t" in p.read_text()]
+    assert not leaks and "s3cr3t" not in out.out + out.err
+    assert json.loads((study_dir / "study.json").read_text())["storage"].endswith("password=***&uri=true")
+    assert "password=***" in (study_dir / "final" / "config.yaml").read_text()
