@@ -42,10 +42,17 @@ def test_each_sampler_and_pruner_runs(tiny_model, tmp_path, sampler, pruner):
     res = tune(build_config(study_config(tiny_model, tmp_path, space, sampler=sampler, pruner=pruner)))
     assert res.summary["trials"]["complete"] + res.summary["trials"]["pruned"] == 3
     assert res.summary["sampler"] == sampler and res.summary["pruner"] == pruner
-    for trial in res.path.glob("trial-*"):
-        results = trial / "results.json"
-        if results.exists():
-            assert "test" not in json.loads(results.read_text())  # trials never see the test split
+    # trials never see the test split: every trial runs with eval.test off, and each completed one scored none
+    study = optuna.load_study(study_name=res.name, storage=res.storage)
+    assert sorted(p.name for p in res.path.glob("trial-*")) == [f"trial-{t.number:04d}" for t in study.trials]
+    for t in study.trials:
+        folder = res.path / f"trial-{t.number:04d}"
+        assert yaml.safe_load((folder / "config.yaml").read_text())["eval"]["test"] is False
+        assert not (folder / "test_predictions.csv").exists()
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]  # pruned ones write none
+    assert complete
+    for t in complete:
+        assert "test" not in json.loads((res.path / f"trial-{t.number:04d}" / "results.json").read_text())
     final = json.loads((res.final_run / "results.json").read_text())
     assert "test" in final and "baselines" in final
     # the final run reproduces the best trial: same config, same seed, same validation score
@@ -53,7 +60,6 @@ def test_each_sampler_and_pruner_runs(tiny_model, tmp_path, sampler, pruner):
     html = (res.path / "report.html").read_text()
     assert "Optimisation history" in html and "Gain over the default configuration" in html
     if sampler == "grid":
-        study = optuna.load_study(study_name=res.name, storage=res.storage)
         assert {round(t.params["train.learning_rate"], 6) for t in study.trials} <= {0.001, 0.002, 0.003}
 
 
