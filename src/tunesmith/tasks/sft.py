@@ -19,7 +19,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.load import ROW, blank, read_table
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
-from tunesmith.memo import Memo, key
+from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models import chat
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
@@ -117,6 +117,11 @@ class SupervisedFineTuning:
     name: str
 
     # -- data ------------------------------------------------------------------------------
+    def data_settings(self, cfg: RunConfig) -> dict:
+        """Layout, columns and system prompt shape the conversations; the rest applies after loading."""
+        return cfg.sft.model_dump(mode="json", exclude={"chat_template", "train_on_prompt", "packing", "overlong",
+                                                        "eval_generations", "max_new_tokens"})
+
     def load_data(self, cfg: RunConfig) -> TaskData:
         d = cfg.data
         frames = {}
@@ -233,8 +238,8 @@ class SupervisedFineTuning:
         max_length = cfg.model.max_length or min(limit, 1024)
         if max_length > limit:
             raise UserError(f"model.max_length = {max_length}: this model takes at most {limit} tokens")
-        tokens_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
-                         cfg.sft.model_dump(mode="json"), cfg.train.seed, resolved.source, max_length)
+        tokens_key = key(audit_key(cfg, self), cfg.sft.model_dump(mode="json"), resolved.source, cfg.model.revision,
+                         cfg.model.trust_remote_code, max_length)
         encoded, lengths_report = memo.get("tokens", tokens_key,
                                            lambda: self._encode(tokenizer, data, stop_id, max_length, cfg))
         spans = chat.check_stops(tokenizer, [(e["input_ids"], e["labels"]) for e in encoded["train"][:64]], stop_id)
