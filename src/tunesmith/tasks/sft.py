@@ -268,7 +268,7 @@ class SupervisedFineTuning:
                     ids, labels = ids[:max_length], labels[:max_length]
                 if all(lab == chat.IGNORE for lab in labels[1:]):
                     continue  # truncation left no answer token to learn from
-                rows.append({"input_ids": ids, "labels": labels})
+                rows.append({"input_ids": ids, "labels": labels, "row": int(row)})  # row: for per-example files
             if not rows:
                 raise UserError(f"{split}: no conversation fits model.max_length = {max_length} tokens with an "
                                 "answer left; raise model.max_length")
@@ -336,6 +336,12 @@ class SupervisedFineTuning:
             tmp = run_dir / ".generations.csv.tmp"
             table.to_csv(tmp, index=False)
             tmp.replace(run_dir / "generations.csv")
+        # per-conversation validation losses: a study compares two trials on the same conversations
+        losses = pd.DataFrame({"row": [e["row"] for e in prepared.encoded["validation"]],
+                               "loss_sum": tuned["validation"][0], "tokens": tuned["validation"][1].astype(int)})
+        tmp = run_dir / ".validation_losses.csv.tmp"
+        losses.to_csv(tmp, index=False)
+        tmp.replace(run_dir / "validation_losses.csv")
         self.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
         atomic_write_json(run_dir / "results.json", results)
         if cfg.eval.test:
