@@ -215,7 +215,8 @@ def test_failing_trials_count_against_the_budget_and_end_the_study(tiny_model, t
     failing = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=100,
                        max_consecutive_failures=2, study_name="broken")
-    with pytest.raises(UserError, match=r"study broken: 2 trials in a row failed \(tune.max_consecutive_failures = 2\); "
+    with pytest.raises(UserError, match=r"study broken: 2 trials in a row failed "
+                                        r"\(tune.max_consecutive_failures = 2\); "
                                         r"the last, trial 1: RuntimeError: CUDA out of memory in call 2"):
         tune(build_config(cfg))
     assert len(calls) == 2 and not list((tmp_path / "runs" / "broken").glob("trial-*"))  # stopped after 2

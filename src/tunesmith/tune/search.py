@@ -242,8 +242,8 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, 
 
     done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        raise UserError(f"study {study.study_name}: no trial completed; "
-                        + (f"the last failure, {last_error}" if last_error else f"see the trial folders in {study_dir}"))
+        where = f"the last failure, {last_error}" if last_error else f"see the trial folders in {study_dir}"
+        raise UserError(f"study {study.study_name}: no trial completed; {where}")
     best = study.best_trial
     final = None
     if final_run:
@@ -255,7 +255,8 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, 
         else:
             final = fine_tune(final_cfg, memo=memo).path
     summary = {
-        "study": study.study_name, "storage": mask_url(url), "metric": base.tune.metric, "direction": study.direction.name,
+        "study": study.study_name, "storage": mask_url(url),  # credentials never reach study.json
+        "metric": base.tune.metric, "direction": study.direction.name,
         "sampler": base.tune.sampler, "pruner": base.tune.pruner,
         "trials": {s.name.lower(): sum(1 for tr in study.trials if tr.state == s) for s in optuna.trial.TrialState},
         "best": {"number": best.number, "value": best.value, "params": best.params,
