@@ -30,7 +30,7 @@ from tunesmith.redact import mask_url
 class Study:
     path: Path
     name: str
-    storage: str
+    storage: str  # as given, credentials included, to reopen the study; written and printed only masked
     best: dict
     final_run: Path | None
     summary: dict
