@@ -171,9 +171,11 @@ def _study_summary(result) -> None:
     typer.echo(f"best trial {s['best']['number']}: validation {s['metric']} {s['best']['value']:.4f} "
                f"with {s['best']['params']}")
     gain = s.get("gain_over_defaults") or {}
+    # the best trial was picked on the validation split it is compared on: say so beside the numbers
     typer.echo("vs the configuration as written: " + (
-        f"{gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]: {gain['verdict']}" if "low" in gain
-        else gain.get("verdict") or gain.get("why", "not compared")))
+        f"validation {gain['metric']} {gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}] "
+        f"(selection-biased: best of {gain['trials_compared']} trials on this split): {gain['verdict']}"
+        if "low" in gain else gain.get("verdict") or gain.get("why", "not compared")))
     if result.final_run:
         typer.echo(f"final run (scored on test): {result.final_run}")
     typer.echo(f"report: {result.path / 'report.html'}")

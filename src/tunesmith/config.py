@@ -246,8 +246,11 @@ class TuneConfig(_Strict):
                                                                    "from their per-evaluation validation scores.")
     metric: Literal["accuracy", "macro_f1", "loss"] = Field("macro_f1", description="Validation metric to "
                                                             "optimise (loss is minimised, the others maximised).")
-    n_trials: int | None = Field(20, gt=0, description="Finished trials (complete or pruned) in the study, "
-                                 "counted across all workers.")
+    n_trials: int | None = Field(20, gt=0, description="Finished trials (complete, pruned or failed) in the "
+                                 "study, counted across all workers.")
+    max_consecutive_failures: int = Field(3, gt=0, description="A worker whose trials fail this many times in a "
+                                          "row (errors other than bad data or config, which stop the study at "
+                                          "once) ends the study with the last error.")
     timeout: str | None = Field(None, description="Wall-clock budget of this worker, e.g. 90s, 20m, 2h.")
     storage: str | None = Field(None, description="SQLAlchemy URL of the study storage. Default: SQLite in the "
                                 "study folder; PostgreSQL lets workers on several machines share a study.")
@@ -400,10 +403,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML (paths as strings)."""
+    """Write the resolved config as YAML (paths as strings; a storage password masked)."""
     from tunesmith.io import atomic_write_text
+    from tunesmith.redact import mask_url
 
-    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    data = cfg.model_dump(mode="json")
+    data["tune"]["storage"] = mask_url(data["tune"]["storage"])
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def describe_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

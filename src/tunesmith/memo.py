@@ -16,6 +16,19 @@ def key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def data_key(cfg: Any, task: Any) -> str:
+    """Every setting loading reads: the data section, the seed (splits, sampling) and the task's own
+    loading settings (`task.data_settings(cfg)`, e.g. image.max_side or sft.system_prompt)."""
+    own = task.data_settings(cfg) if hasattr(task, "data_settings") else {}
+    return key(cfg.task, cfg.data.model_dump(mode="json"), cfg.train.seed, own)
+
+
+def audit_key(cfg: Any, task: Any) -> str:
+    """The audited (and fixed) splits: the loaded data and the audit settings. Steps that encode
+    the splits build their keys on this one."""
+    return key(data_key(cfg, task), cfg.audit.model_dump(mode="json"))
+
+
 class Memo:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled

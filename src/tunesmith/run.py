@@ -21,7 +21,7 @@ import yaml
 from tunesmith.config import RunConfig, build_config, load_config, save_config
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
-from tunesmith.memo import Memo, key
+from tunesmith.memo import Memo, audit_key, data_key
 
 STATUS = "status.json"
 DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2}
@@ -148,8 +148,7 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     memo = memo or Memo(enabled=False)
     task = get_task(cfg.task)
     # every data problem surfaces here, before any model loads
-    data = memo.get("data", key(cfg.task, cfg.data.model_dump(mode="json"), cfg.train.seed),
-                    lambda: task.load_data(cfg))
+    data = memo.get("data", data_key(cfg, task), lambda: task.load_data(cfg))
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     if resume is not None:
@@ -180,9 +179,7 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool, memo: Mem
 
     report = None
     if cfg.audit.enabled:
-        data, report = memo.get("audit", key(cfg.task, cfg.data.model_dump(mode="json"),
-                                             cfg.audit.model_dump(mode="json"), cfg.train.seed),
-                                lambda: task.audit(cfg, data))
+        data, report = memo.get("audit", audit_key(cfg, task), lambda: task.audit(cfg, data))
         report = copy.deepcopy(report)  # this run adds to it
         if main:
             atomic_write_json(run_dir / "audit.json", report)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -41,10 +42,17 @@ def test_each_sampler_and_pruner_runs(tiny_model, tmp_path, sampler, pruner):
     res = tune(build_config(study_config(tiny_model, tmp_path, space, sampler=sampler, pruner=pruner)))
     assert res.summary["trials"]["complete"] + res.summary["trials"]["pruned"] == 3
     assert res.summary["sampler"] == sampler and res.summary["pruner"] == pruner
-    for trial in res.path.glob("trial-*"):
-        results = trial / "results.json"
-        if results.exists():
-            assert "test" not in json.loads(results.read_text())  # trials never see the test split
+    # trials never see the test split: every trial runs with eval.test off, and each completed one scored none
+    study = optuna.load_study(study_name=res.name, storage=res.storage)
+    assert sorted(p.name for p in res.path.glob("trial-*")) == [f"trial-{t.number:04d}" for t in study.trials]
+    for t in study.trials:
+        folder = res.path / f"trial-{t.number:04d}"
+        assert yaml.safe_load((folder / "config.yaml").read_text())["eval"]["test"] is False
+        assert not (folder / "test_predictions.csv").exists()
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]  # pruned ones write none
+    assert complete
+    for t in complete:
+        assert "test" not in json.loads((res.path / f"trial-{t.number:04d}" / "results.json").read_text())
     final = json.loads((res.final_run / "results.json").read_text())
     assert "test" in final and "baselines" in final
     # the final run reproduces the best trial: same config, same seed, same validation score
@@ -52,7 +60,6 @@ def test_each_sampler_and_pruner_runs(tiny_model, tmp_path, sampler, pruner):
     html = (res.path / "report.html").read_text()
     assert "Optimisation history" in html and "Gain over the default configuration" in html
     if sampler == "grid":
-        study = optuna.load_study(study_name=res.name, storage=res.storage)
         assert {round(t.params["train.learning_rate"], 6) for t in study.trials} <= {0.001, 0.002, 0.003}
 
 
@@ -167,3 +174,80 @@ def test_trials_share_data_tokens_and_frozen_features(tiny_model, tmp_path, monk
     res = tune(build_config(cfg))
     assert calls == {"tokenize": 1, "features": 1}  # 3 trials and the final run
     assert res.summary["shared"] == {"data": 3, "audit": 3, "tokens": 3, "features": 3}
+
+
+def test_a_blocking_audit_stops_the_study_with_its_error(tiny_model, tmp_path, capsys):
+    """A user error (here a train/test leak the audit blocks on) fails every trial alike: the study
+    stops at its first trial with that one error line, exit 2, instead of running trials forever."""
+    from tunesmith.cli import main
+
+    rows = make_rows(160, seed=1)
+    rows.iloc[:120].to_csv(tmp_path / "train.csv", index=False)
+    pd.concat([rows.iloc[120:], rows.iloc[:3]]).to_csv(tmp_path / "test.csv", index=False)  # 3 leaked rows
+    # the timeout only bounds this test should the study loop again (it used to run trials until killed)
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=50, timeout="40s")
+    cfg["data"]["test"] = str(tmp_path / "test.csv")
+    with pytest.raises(UserError, match="data audit found blocking issues"):
+        tune(build_config(cfg))
+    assert [p.name for p in (tmp_path / "runs").glob("run-study/trial-*")] == ["trial-0000"]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "tune": {**cfg["tune"], "study_name": "cli-study"}}))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data audit found blocking issues"), err
+    assert len(list((tmp_path / "runs" / "cli-study").glob("trial-*"))) == 1
+
+
+def test_failing_trials_count_against_the_budget_and_end_the_study(tiny_model, tmp_path, monkeypatch, capsys):
+    """Other failures count against the budget, and max_consecutive_failures in a row end the study
+    with the last error."""
+    from tunesmith import run as run_module
+
+    real, calls = run_module.fine_tune, []
+
+    def flaky(cfg, *args, **kwargs):
+        calls.append(cfg.run_name)
+        if len(calls) in failing:
+            raise RuntimeError(f"CUDA out of memory in call {len(calls)}")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "fine_tune", flaky)
+    failing = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=100,
+                       max_consecutive_failures=2, study_name="broken")
+    with pytest.raises(UserError, match=r"study broken: 2 trials in a row failed "
+                                        r"\(tune.max_consecutive_failures = 2\); "
+                                        r"the last, trial 1: RuntimeError: CUDA out of memory in call 2"):
+        tune(build_config(cfg))
+    assert len(calls) == 2 and not list((tmp_path / "runs" / "broken").glob("trial-*"))  # stopped after 2
+    assert capsys.readouterr().err.count("warning: trial ") == 2  # one line per failure, no traceback
+
+    calls.clear()
+    failing = {1}  # the budget counts the failure: 2 trials, one failed, one complete
+    cfg = study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=2, study_name="flaky")
+    res = tune(build_config(cfg), final_run=False)
+    assert res.summary["trials"]["fail"] == 1 and res.summary["trials"]["complete"] == 1
+    assert calls == ["trial-0000", "trial-0001"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_storage_credentials_never_reach_disk_or_the_terminal(tiny_model, tmp_path, capsys):
+    """A storage URL's secret is masked in study.json, trial and final configs, reports and the CLI output.
+    SQLite takes no user:password@, but it does accept a password query parameter, masked the same way."""
+    from tunesmith.cli import main
+
+    url = f"sqlite:///file:{tmp_path / 'study.db'}?mode=rwc&uri=true&password=s3cr3t-pw"
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(study_config(tiny_model, tmp_path, sampler="random", pruner="none", n_trials=2,
+                                                storage=url)))
+    assert main(["tune", str(path)]) == 0
+    out = capsys.readouterr()
+    study_dir = tmp_path / "runs" / "run-study"
+    written = [p for p in study_dir.rglob("*") if p.is_file() and p.suffix in {".json", ".yaml", ".html", ".md",
+                                                                              ".csv", ".jsonl"}]
+    assert {p.relative_to(study_dir).as_posix() for p in written} >= {
+        "study.json", "report.html", "trial-0000/config.yaml", "final/config.yaml", "final/report.html"}
+    leaks = [p for p in written if "s3cr3t" in p.read_text()]
+    assert not leaks and "s3cr3t" not in out.out + out.err
+    assert json.loads((study_dir / "study.json").read_text())["storage"].endswith("password=***&uri=true")
+    assert "password=***" in (study_dir / "final" / "config.yaml").read_text()

@@ -56,6 +56,10 @@ class Task(Protocol):
     def load_data(self, cfg: RunConfig) -> TaskData:
         """Read and check the configured files; split when needed."""
 
+    def data_settings(self, cfg: RunConfig) -> dict:
+        """The settings outside cfg.data that load_data reads (optional; default none): a study's
+        trials share loaded data only while these and cfg.data and the seed are equal."""
+
     def audit(self, cfg: RunConfig, data: TaskData) -> tuple[TaskData, dict]:
         """Check the splits for leakage, duplicates, label errors...; apply the configured fixes."""
 

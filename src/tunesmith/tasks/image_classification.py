@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from tunesmith.config import RunConfig
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
-from tunesmith.memo import Memo, key
+from tunesmith.memo import Memo, audit_key, key
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Phase, Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
@@ -73,6 +73,11 @@ class ImageClassification(Classifier):
     default_lr = {"full": 1e-3, "linear-probe": 1e-2, "lora": 1e-3}
 
     # -- data ------------------------------------------------------------------------------
+    def data_settings(self, cfg: RunConfig) -> dict:
+        """Loading reads the image column, label names, max_side and skip_unreadable; the rest is training."""
+        return cfg.image.model_dump(mode="json", exclude={"size", "freeze_epochs", "head_learning_rate",
+                                                          "cache_features", "batchnorm", "layer_decay", "augment"})
+
     def load_data(self, cfg: RunConfig) -> TaskData:
         from tunesmith.data.images import load_source
 
@@ -130,10 +135,10 @@ class ImageClassification(Classifier):
         warmup_wanted = method == "full" and cfg.image.freeze_epochs > 0
         feats, cached, faithful, feature_seconds = None, None, False, 0.0
         if method == "linear-probe" or warmup_wanted or "linear_probe" in cfg.eval.baselines:
-            feats_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
+            feats_key = key(audit_key(cfg, self),
                             cfg.image.model_dump(mode="json", exclude={"augment", "freeze_epochs", "cache_features",
                                                                        "head_learning_rate", "layer_decay"}),
-                            cfg.train.seed, source, cfg.model.name)
+                            source, cfg.model.name, cfg.model.revision)
             tic = time.perf_counter()
             feats = memo.get("features", feats_key, lambda: backbone_features(model, encoded, eval_collate))
             feature_seconds = round(time.perf_counter() - tic, 2)

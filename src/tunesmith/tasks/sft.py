@@ -19,7 +19,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.load import ROW, blank, read_table
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
-from tunesmith.memo import Memo, key
+from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models import chat
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
@@ -117,6 +117,11 @@ class SupervisedFineTuning:
     name: str
 
     # -- data ------------------------------------------------------------------------------
+    def data_settings(self, cfg: RunConfig) -> dict:
+        """Layout, columns and system prompt shape the conversations; the rest applies after loading."""
+        return cfg.sft.model_dump(mode="json", exclude={"chat_template", "train_on_prompt", "packing", "overlong",
+                                                        "eval_generations", "max_new_tokens"})
+
     def load_data(self, cfg: RunConfig) -> TaskData:
         d = cfg.data
         frames = {}
@@ -233,8 +238,8 @@ class SupervisedFineTuning:
         max_length = cfg.model.max_length or min(limit, 1024)
         if max_length > limit:
             raise UserError(f"model.max_length = {max_length}: this model takes at most {limit} tokens")
-        tokens_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
-                         cfg.sft.model_dump(mode="json"), cfg.train.seed, resolved.source, max_length)
+        tokens_key = key(audit_key(cfg, self), cfg.sft.model_dump(mode="json"), resolved.source, cfg.model.revision,
+                         cfg.model.trust_remote_code, max_length)
         encoded, lengths_report = memo.get("tokens", tokens_key,
                                            lambda: self._encode(tokenizer, data, stop_id, max_length, cfg))
         spans = chat.check_stops(tokenizer, [(e["input_ids"], e["labels"]) for e in encoded["train"][:64]], stop_id)
@@ -263,7 +268,7 @@ class SupervisedFineTuning:
                     ids, labels = ids[:max_length], labels[:max_length]
                 if all(lab == chat.IGNORE for lab in labels[1:]):
                     continue  # truncation left no answer token to learn from
-                rows.append({"input_ids": ids, "labels": labels})
+                rows.append({"input_ids": ids, "labels": labels, "row": int(row)})  # row: for per-example files
             if not rows:
                 raise UserError(f"{split}: no conversation fits model.max_length = {max_length} tokens with an "
                                 "answer left; raise model.max_length")
@@ -331,6 +336,12 @@ class SupervisedFineTuning:
             tmp = run_dir / ".generations.csv.tmp"
             table.to_csv(tmp, index=False)
             tmp.replace(run_dir / "generations.csv")
+        # per-conversation validation losses: a study compares two trials on the same conversations
+        losses = pd.DataFrame({"row": [e["row"] for e in prepared.encoded["validation"]],
+                               "loss_sum": tuned["validation"][0], "tokens": tuned["validation"][1].astype(int)})
+        tmp = run_dir / ".validation_losses.csv.tmp"
+        losses.to_csv(tmp, index=False)
+        tmp.replace(run_dir / "validation_losses.csv")
         self.save(accelerator.unwrap_model(model), prepared, run_dir / "model")
         atomic_write_json(run_dir / "results.json", results)
         if cfg.eval.test:

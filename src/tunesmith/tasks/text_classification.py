@@ -11,7 +11,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
-from tunesmith.memo import Memo, key
+from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import hub_error, resolve_model
 from tunesmith.tasks import register_task
@@ -95,8 +95,8 @@ class TextClassification(Classifier):
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
         # the splits are fixed by the data, audit and seed settings: tokenize once per study
-        tokens_key = key(cfg.task, cfg.data.model_dump(mode="json"), cfg.audit.model_dump(mode="json"),
-                         cfg.train.seed, resolved.source, cfg.model.revision, cfg.model.max_length)
+        tokens_key = key(audit_key(cfg, self), resolved.source, cfg.model.revision, cfg.model.trust_remote_code,
+                         cfg.model.max_length)
         encoded, raw_lengths, max_length = memo.get(
             "tokens", tokens_key, lambda: self._tokenize(tokenizer, data, cfg.model.max_length, model_limit))
         collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")

@@ -3,7 +3,8 @@
 Looks at the data (rows, classes, text lengths) and the time budget, chooses the model, the methods
 worth trying (linear probe, LoRA, full fine-tuning) and a search space, runs a TPE + ASHA study
 within the budget and writes its reasons to auto.json and the study report. Trial 0 is the plain
-defaults, so the report says whether the search beat them on validation or could not.
+defaults, so the report compares the winner with them on validation (the split the search selected
+on: the comparison is optimistic, and the report says so).
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def auto(data: str, label_column: str, text_column: str = "text", time_budget: s
         "model": {"name": model, "max_length": p["max_length"]},
         "data": {"train": data, "test": test, "text_column": text_column, "label_column": label_column,
                  "drop_missing": True, "max_train_rows": p["max_train_rows"]},
-        # trial 0 runs these plain defaults, so the report can say whether the search beat them
+        # trial 0 runs these plain defaults, so the report can compare the winner with them
         "train": {"method": p["default_method"], "learning_rate": DEFAULT_LR[p["default_method"]],
                   "epochs": p["default_epochs"]},
         "audit": {"on_issue": "fix"},

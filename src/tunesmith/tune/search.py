@@ -4,6 +4,8 @@ Trials never touch the test split (`eval.test=false`); when the budget is spent,
 configuration is trained once more as the study's final run, which scores test, the baselines
 and intervals. Trials report validation scores after every evaluation, so pruners can stop them.
 Any number of workers may run the same command against one storage: they share the trials.
+A trial that fails on bad data or config stops the study at once (every trial would fail alike);
+other failures count against the budget, and `tune.max_consecutive_failures` in a row end it.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import itertools
 import os
 import re
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +23,14 @@ from tunesmith.config import RunConfig, build_config, load_config
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo
+from tunesmith.redact import mask_url
 
 
 @dataclass
 class Study:
     path: Path
     name: str
-    storage: str
+    storage: str  # as given, credentials included, to reopen the study; written and printed only masked
     best: dict
     final_run: Path | None
     summary: dict
@@ -124,13 +128,16 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
         raise UserError("tune: give a budget: tune.n_trials and/or tune.timeout")
     direction = "minimize" if t.metric == "loss" else "maximize"
     max_evals = base.train.epochs or 5
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna would log each failed trial with its traceback; the failures are reported below, one line each
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = _open_study(name, url, direction, _sampler(base), _pruner(base, max_evals))
     defaults = _defaults(base)
     memo = Memo()  # data, audit, tokens and frozen features, shared by this worker's trials
     if not study.trials and defaults is not None and t.sampler != "grid":
         # trial 0 is the configuration the user wrote: the search must say what it bought over it
         study.enqueue_trial(defaults, user_attrs={"defaults": True}, skip_if_exists=True)
+
+    failures: dict[str, Any] = {"in_a_row": 0, "last": None}  # this worker's trials
 
     def objective(trial) -> float:
         values = suggest(trial, t.space)
@@ -149,22 +156,50 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
                     raise optuna.TrialPruned(f"pruned after evaluation {evals}")
 
         report.last = 0
-        trial.set_user_attr("run_dir", str(study_dir / f"trial-{trial.number:04d}"))
+        run_dir = study_dir / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             run = fine_tune(trial_cfg, callbacks=[report], memo=memo)
+            value = run.results["training"][f"best_validation_{t.metric}"]
+            if value is None or value != value:  # None or NaN: Optuna would fail the trial without a reason
+                raise RuntimeError(f"the trial ended without a validation {t.metric} (got {value})")
         except optuna.TrialPruned:
-            atomic_write_json(study_dir / f"trial-{trial.number:04d}" / "status.json", {"status": "pruned"})
+            atomic_write_json(run_dir / "status.json", {"status": "pruned"})
             raise
-        return run.results["training"][f"best_validation_{t.metric}"]
+        except UserError:
+            raise  # bad data or config: every trial would fail the same way, so the study stops here
+        except Exception as err:
+            failures["last"] = f"trial {trial.number}: {type(err).__name__}: {_first_line(err)} (see {run_dir})"
+            trial.set_user_attr("error", failures["last"])
+            print(f"warning: {failures['last']}", file=sys.stderr)
+            raise _TrialFailed(failures["last"]) from err
+        return value
 
-    stop = optuna.study.MaxTrialsCallback(budget, states=(optuna.trial.TrialState.COMPLETE,
-                                                          optuna.trial.TrialState.PRUNED)) if budget else None
-    finished = sum(tr.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                   for tr in study.trials)
+    def count_failures(study, trial) -> None:
+        failures["in_a_row"] = failures["in_a_row"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        if failures["in_a_row"] >= t.max_consecutive_failures:
+            study.stop()
+
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    callbacks = [count_failures] + ([optuna.study.MaxTrialsCallback(budget, states=counted)] if budget else [])
+    finished = sum(tr.state in counted for tr in study.trials)
     if not budget or finished < budget:  # MaxTrialsCallback only stops after a trial, so check first
-        study.optimize(objective, timeout=seconds, callbacks=[stop] if stop else [], catch=(UserError,))
-    return _finish(study, base, study_dir, url, final_run, memo)
+        # a UserError is not caught: Optuna marks that trial failed and re-raises it
+        study.optimize(objective, timeout=seconds, callbacks=callbacks, catch=(_TrialFailed,))
+    if failures["in_a_row"] >= t.max_consecutive_failures:
+        raise UserError(f"study {name}: {failures['in_a_row']} trials in a row failed "
+                        f"(tune.max_consecutive_failures = {t.max_consecutive_failures}); the last, {failures['last']}")
+    return _finish(study, base, study_dir, url, final_run, memo, failures["last"])
+
+
+class _TrialFailed(Exception):
+    """A trial failed for a reason other than bad data or config: it counts against the budget."""
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -197,7 +232,8 @@ def _defaults(cfg: RunConfig) -> dict[str, Any] | None:
     return out
 
 
-def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, memo: Memo) -> Study:
+def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, memo: Memo,
+            last_error: str | None = None) -> Study:
     import optuna
 
     from tunesmith.run import fine_tune
@@ -206,7 +242,8 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, 
 
     done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        raise UserError(f"study {study.study_name}: no trial completed; see the trial folders in {study_dir}")
+        where = f"the last failure, {last_error}" if last_error else f"see the trial folders in {study_dir}"
+        raise UserError(f"study {study.study_name}: no trial completed; {where}")
     best = study.best_trial
     final = None
     if final_run:
@@ -218,7 +255,8 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, 
         else:
             final = fine_tune(final_cfg, memo=memo).path
     summary = {
-        "study": study.study_name, "storage": url, "metric": base.tune.metric, "direction": study.direction.name,
+        "study": study.study_name, "storage": mask_url(url),  # credentials never reach study.json
+        "metric": base.tune.metric, "direction": study.direction.name,
         "sampler": base.tune.sampler, "pruner": base.tune.pruner,
         "trials": {s.name.lower(): sum(1 for tr in study.trials if tr.state == s) for s in optuna.trial.TrialState},
         "best": {"number": best.number, "value": best.value, "params": best.params,
