@@ -30,8 +30,9 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
 
 
-def _finding(check: str, severity: str, rows: list[dict], message: str, examples: list[dict] | None = None,
-             **extra) -> dict:
+def finding(check: str, severity: str, rows: list[dict], message: str, examples: list[dict] | None = None,
+            **extra) -> dict:
+    """One check's entry in the report: severity 'ok' when nothing was found (info findings keep theirs)."""
     return {"check": check, "severity": severity if rows or severity == INFO else "ok", "count": len(rows),
             "message": message, "rows": rows, "examples": (examples or rows)[:MAX_EXAMPLES], **extra}
 
@@ -44,7 +45,7 @@ def check_missing(frames: dict[str, pd.DataFrame]) -> dict:
             rows += [{"split": split, "row": int(r), "problem": kind} for r in df.loc[mask, ROW]]
     rows.sort(key=lambda r: (SPLIT_ORDER.index(r["split"]), r["row"]))
     kinds = Counter(r["problem"] for r in rows)
-    return _finding("missing_values", BLOCKING, rows, ", ".join(f"{n} {k}s" for k, n in kinds.items())
+    return finding("missing_values", BLOCKING, rows, ", ".join(f"{n} {k}s" for k, n in kinds.items())
                     or "no blank rows, missing texts or missing labels")
 
 
@@ -80,11 +81,11 @@ def check_exact(frames: dict[str, pd.DataFrame], key_column: str | None = None) 
         first_seen[split] = seen
     n_groups = len({(c["split"], tuple(c["labels"])) for c in conflicts})
     return [
-        _finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split "
+        finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split "
                  + ("(after case, whitespace and unicode normalisation)" if key_column is None else "(same pixels)")),
-        _finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share their {what} with rows "
+        finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share their {what} with rows "
                  f"that carry a different label ({n_groups} label sets)"),
-        _finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows also appear in an earlier split "
+        finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows also appear in an earlier split "
                  "(train -> validation -> test): scores on them measure memory, not generalisation"),
     ]
 
@@ -121,9 +122,9 @@ def check_near(frames: dict[str, pd.DataFrame], threshold: float, num_perm: int 
                     "label": b[3], "label_of_match": a[3]}
             (within if a[0] == b[0] else leaks).append(pair)
     return [
-        _finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
+        finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
                  f"duplicates (Jaccard >= {threshold} on character 5-grams)"),
-        _finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
+        finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
                  f"earlier split (Jaccard >= {threshold})"),
     ]
 
@@ -140,7 +141,7 @@ def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
     folds = int(min(5, counts.max()))
     usable = train[train["label"].isin(counts[counts >= max(folds, 2)].index)]
     if usable["label"].nunique() < 2 or len(usable) < 20:
-        return _finding("label_errors", INFO, [], "not checked: too few rows per class for out-of-fold predictions")
+        return finding("label_errors", INFO, [], "not checked: too few rows per class for out-of-fold predictions")
     labels = sorted(usable["label"].unique())
     y = usable["label"].map({l: i for i, l in enumerate(labels)}).to_numpy()
     # Unigrams, weakly regularised: as accurate as bigrams here and several times faster (bench/RESULTS.md).
@@ -153,7 +154,7 @@ def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
              "suggested": labels[int(probs[i].argmax())], "label_probability": round(float(probs[i, y[i]]), 4),
              "text": str(usable["text"].iloc[i])[:200]} for i in issues]
     skipped = len(train) - len(usable)
-    return _finding("label_errors", WARNING, rows, f"{len(rows)} training rows are likely mislabelled "
+    return finding("label_errors", WARNING, rows, f"{len(rows)} training rows are likely mislabelled "
                     f"(confident learning on {folds}-fold out-of-fold predictions"
                     + (f"; {skipped} rows of classes with < {folds} rows not checked)" if skipped else ")"))
 
@@ -167,11 +168,11 @@ def check_classes(frames: dict[str, pd.DataFrame]) -> list[dict]:
               for r, l in zip(frames[s][ROW], frames[s]["label"]) if l not in known]
     severity = WARNING if ratio > 10 or tiny else INFO
     return [
-        _finding("class_balance", severity, tiny if tiny else ([{"ratio": ratio}] if ratio > 10 else []),
+        finding("class_balance", severity, tiny if tiny else ([{"ratio": ratio}] if ratio > 10 else []),
                  f"{len(counts)} classes; largest/smallest = {ratio:.1f}"
                  + (f"; {len(tiny)} classes have fewer than 5 training rows" if tiny else ""),
                  counts={str(k): int(v) for k, v in counts.items()}),
-        _finding("unseen_labels", BLOCKING, unseen, f"{len(unseen)} evaluation rows carry labels that never appear "
+        finding("unseen_labels", BLOCKING, unseen, f"{len(unseen)} evaluation rows carry labels that never appear "
                  f"in training: {sorted({u['label'] for u in unseen})[:10]}" if unseen else "every evaluation label "
                  "appears in training"),
     ]
@@ -193,7 +194,7 @@ def check_lengths(frames: dict[str, pd.DataFrame], tokenizer=None, max_length: i
         extra["truncated_share"] = round(share, 4)
         msg += f"; {share:.1%} of training texts exceed max_length {max_length} tokens and will be truncated"
         severity = WARNING if share > 0.1 else INFO
-    return _finding("lengths", severity, rows, msg, **extra)
+    return finding("lengths", severity, rows, msg, **extra)
 
 
 def check_pii(frames: dict[str, pd.DataFrame]) -> dict:
@@ -206,7 +207,7 @@ def check_pii(frames: dict[str, pd.DataFrame]) -> dict:
             if found:
                 kinds.update(found)
                 rows.append({"split": split, "row": int(row), **found})
-    return _finding("personal_data", WARNING, rows, f"{len(rows)} rows contain personal data ("
+    return finding("personal_data", WARNING, rows, f"{len(rows)} rows contain personal data ("
                     + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "); audit.mask_pii=true masks it"
                     if rows else "no e-mail addresses, phone or card numbers found", by_kind=dict(kinds))
 
@@ -216,7 +217,7 @@ def check_encoding(frames: dict[str, pd.DataFrame]) -> dict:
 
     rows = [{"split": s, "row": int(r), "text": t[:200]} for s, df in frames.items()
             for r, t in zip(df[ROW], df["text"].astype(str)) if "\ufffd" in t or is_bad(t)]
-    return _finding("mojibake", WARNING, rows, f"{len(rows)} rows look like text decoded with the wrong encoding "
+    return finding("mojibake", WARNING, rows, f"{len(rows)} rows look like text decoded with the wrong encoding "
                     "(mojibake) or hold replacement characters")
 
 
