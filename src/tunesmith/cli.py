@@ -227,7 +227,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run folder."),
     """Evaluate a saved run on new labelled data: metrics with intervals, calibration, drift warnings."""
     from rich.console import Console
 
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     rep = eval_run(run_dir, data, text_column, label_column)
     m = rep["metrics"]

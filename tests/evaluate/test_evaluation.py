@@ -72,7 +72,7 @@ def test_model_card(finished):
 
 
 def test_eval_on_new_data_warns_about_drift(finished, tmp_path):
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     same = tmp_path / "same.csv"
     make_rows(60, seed=11).to_csv(same, index=False)
@@ -90,7 +90,7 @@ def test_eval_on_new_data_warns_about_drift(finished, tmp_path):
 
 def test_eval_rejects_unknown_labels(finished, tmp_path):
     from tunesmith.errors import UserError
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"text": ["good", "bad"], "label": ["pos", "angry"]}).to_csv(bad, index=False)

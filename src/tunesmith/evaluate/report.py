@@ -116,7 +116,8 @@ def _errors(err: dict | None) -> list[str]:
     if not err:
         return []
     return ["<h2>Error analysis (test)</h2><h3>Most confused label pairs</h3>",
-            html_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in err["confused_pairs"]]),
+            html_table(["true", "predicted", "count"],
+                       [[p["true"], p["predicted"], p["count"]] for p in err["confused_pairs"]]),
             "<h3>Highest-loss examples</h3>",
             html_table(["text", "true", "predicted", "confidence"],
                    [[e["text"], e["true"], e["predicted"], e["confidence"]] for e in err["highest_loss"]])]
@@ -137,7 +138,8 @@ def _audit_section(run_dir: Path) -> list[str]:
     rows = [[f["check"].replace("_", " "), f["severity"], f["count"], f["message"]] for f in audit["findings"]]
     parts = ["<h2>Data audit</h2>", html_table(["check", "severity", "count", "finding"], rows)]
     if audit.get("fixes"):
-        parts.append(html_table(["fix applied", "rows", "what"], [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
+        parts.append(html_table(["fix applied", "rows", "what"],
+                                [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
     return parts
 
 
