@@ -95,38 +95,79 @@ def _shingles(text: str, k: int = 5) -> set[str]:
     return {t[i:i + k] for i in range(max(1, len(t) - k + 1))}
 
 
-def check_near(frames: dict[str, pd.DataFrame], threshold: float, num_perm: int = 128, seed: int = 1) -> list[dict]:
-    """Near-duplicates by MinHash LSH over character 5-grams, verified by exact Jaccard similarity."""
+def check_near(frames: dict[str, pd.DataFrame], threshold: float, num_perm: int = 128, seed: int = 1,
+               compare: dict[str, pd.Series] | None = None, template: dict | None = None) -> list[dict]:
+    """Near-duplicates by MinHash LSH over character 5-grams, verified by exact Jaccard similarity.
+
+    `compare` holds, per split, the text compared for each row (default: the text without the prefix
+    and suffix most rows share, see tunesmith.data.templates); `template` is what was set aside.
+    Rows with nothing left to compare are skipped, and exact copies are check_exact's. Each pair
+    carries both compared texts, so a reader can judge it without opening the files."""
+    if compare is None:
+        from tunesmith.data.templates import varying_text
+
+        compare, template = varying_text({s: df["text"] for s, df in frames.items()})
+    docs = [(split, int(row), str(text), label, str(original)) for split in SPLIT_ORDER if split in frames
+            for row, text, label, original in zip(frames[split][ROW], compare[split], frames[split]["label"],
+                                                  frames[split]["text"])]
+    docs = [d for d in docs if normalize(d[2])]
+    pairs = _similar_pairs([d[2] for d in docs], [normalize(d[4]) for d in docs], threshold, num_perm, seed)
+    within, leaks = [], []
+    order = {s: n for n, s in enumerate(SPLIT_ORDER)}
+    for i, j, sim in pairs:
+        a, b = sorted((docs[i], docs[j]), key=lambda d: (order[d[0]], d[1]))
+        pair = {"split": b[0], "row": b[1], "matches": {"split": a[0], "row": a[1]}, "similarity": round(sim, 3),
+                "label": b[3], "label_of_match": a[3], "text": b[2][:300], "text_of_match": a[2][:300]}
+        (within if a[0] == b[0] else leaks).append(pair)
+    how = f"Jaccard >= {threshold} on character 5-grams" + _template_note(template or {})
+    extra = {"template": template} if template else {}
+    return [
+        finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
+                f"duplicates ({how})", **extra),
+        finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
+                f"earlier split ({how})", **extra),
+    ]
+
+
+def _template_note(template: dict) -> str:
+    """' once ... is set aside' for a template {"prefix", "suffix"} or, in chats, {role: {"prefix", "suffix"}}."""
+    by_role = template if template and not {"prefix", "suffix"} & set(template) else {"": template}
+    parts = [f"the {len(text)}-character {kind}" + (f" of {role} turns" if role else "")
+             for role, t in by_role.items() for kind, text in t.items() if text]
+    if not parts:
+        return ""
+    return f", once {' and '.join(parts)} most rows share {'are' if len(parts) > 1 else 'is'} set aside"
+
+
+def _similar_pairs(texts: list[str], keys: list[str], threshold: float, num_perm: int,
+                   seed: int) -> list[tuple[int, int, float]]:
+    """Index pairs (i < j) whose 5-gram Jaccard similarity reaches the threshold, skipping equal keys."""
     from datasketch import MinHash, MinHashLSH
 
-    docs = [(split, int(row), str(text), label) for split in SPLIT_ORDER if split in frames
-            for row, text, label in zip(frames[split][ROW], frames[split]["text"], frames[split]["label"])]
-    sets = [_shingles(d[2]) for d in docs]
-    keys = [normalize(d[2]) for d in docs]
+    sets = [_shingles(t) for t in texts]
     hashes = MinHash.bulk([[s.encode() for s in sh] for sh in sets], num_perm=num_perm, seed=seed)
     # a lower LSH threshold catches pairs whose MinHash estimate falls just under the real similarity
     lsh = MinHashLSH(threshold=max(0.05, threshold - 0.15), num_perm=num_perm)
     for i, h in enumerate(hashes):
         lsh.insert(i, h)
-    within, leaks = [], []
-    order = {s: n for n, s in enumerate(SPLIT_ORDER)}
+    out = []
     for i, h in enumerate(hashes):
         for j in lsh.query(h):
             if j <= i or keys[i] == keys[j]:
                 continue
             sim = len(sets[i] & sets[j]) / len(sets[i] | sets[j])
-            if sim < threshold:
-                continue
-            a, b = sorted((docs[i], docs[j]), key=lambda d: (order[d[0]], d[1]))
-            pair = {"split": b[0], "row": b[1], "matches": {"split": a[0], "row": a[1]}, "similarity": round(sim, 3),
-                    "label": b[3], "label_of_match": a[3]}
-            (within if a[0] == b[0] else leaks).append(pair)
-    return [
-        finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
-                 f"duplicates (Jaccard >= {threshold} on character 5-grams)"),
-        finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
-                 f"earlier split (Jaccard >= {threshold})"),
-    ]
+            if sim >= threshold:
+                out.append((i, j, sim))
+    return out
+
+
+def check_near_conversations(frames: dict[str, pd.DataFrame], threshold: float) -> list[dict]:
+    """check_near for chat data (column `messages`): turns compared without the template most turns
+    of their role share (an instruction line, a fixed system prompt), role tags left out."""
+    from tunesmith.data.templates import varying_conversation_text
+
+    compare, templates = varying_conversation_text(frames)
+    return check_near(frames, threshold, compare=compare, template=templates)
 
 
 def check_label_errors(train: pd.DataFrame, seed: int) -> dict:

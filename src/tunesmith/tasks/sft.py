@@ -141,11 +141,12 @@ class SupervisedFineTuning:
         """Shared text checks on the rendered conversations (duplicates, near-duplicates, leakage,
         personal data, encoding) plus SFT checks: empty turns and a missing assistant turn (blocking:
         nothing to learn). Lengths against the context are added once the tokenizer is known."""
-        from tunesmith.data.audit import BLOCKING, finding, check_encoding, check_exact, check_near, check_pii
+        from tunesmith.data.audit import (BLOCKING, check_encoding, check_exact, check_near_conversations, check_pii,
+                                          finding)
         from tunesmith.data.clean import drop_rows, apply_fixes
 
         frames = data.splits
-        findings = check_exact(frames) + check_near(frames, cfg.audit.near_duplicate_threshold)
+        findings = check_exact(frames) + check_near_conversations(frames, cfg.audit.near_duplicate_threshold)
         findings = [f for f in findings if f["check"] != "conflicting_duplicates"]
         findings += [check_pii(frames), check_encoding(frames)]
         empty, no_answer = [], []
