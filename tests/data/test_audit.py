@@ -1,6 +1,7 @@
 """The audit finds planted problems in real text, and the gate stops or fixes a run."""
 from __future__ import annotations
 
+import html
 import json
 import random
 
@@ -157,7 +158,13 @@ def test_on_issue_fix_removes_the_leaks_and_trains(tiny_model, tmp_path):
     assert removed == leaked >= 6
     splits = json.loads((run.path / "splits.json").read_text())
     assert splits["test"]["rows"] == 36 - removed  # the fingerprint is of the cleaned split
-    assert "Data audit" in (run.path / "report.html").read_text()
+    page = (run.path / "report.html").read_text()
+    assert "Data audit" in page and "Flagged pairs" in page
+    from tunesmith.data.audit import flagged_pairs
+
+    pairs = flagged_pairs(audit)
+    assert len(pairs) >= 5 and all(f"<td>{p['row']}</td><td>{html.escape(p['text'])}</td><td>{p['matches']}</td>"
+                                   f"<td>{html.escape(p['text_of_match'])}</td>" in page for p in pairs)
 
 
 def test_audit_command_exit_codes(tmp_path):

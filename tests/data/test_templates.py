@@ -6,8 +6,8 @@ import random
 
 import pandas as pd
 
-from tunesmith.data.audit import audit_splits, check_near, check_near_conversations
 from tunesmith.config import AuditConfig
+from tunesmith.data.audit import audit_splits, check_near, check_near_conversations
 from tunesmith.data.load import ROW
 from tunesmith.data.templates import shared_prefix, shared_suffix, strip_shared
 
@@ -83,13 +83,31 @@ def test_a_real_near_leak_inside_templated_data_is_still_flagged_with_both_texts
     assert f"{len(INSTRUCTION) + 2}-character prefix of user turns" in leak["message"]
 
 
+def classification_frames(plant: bool) -> dict[str, pd.DataFrame]:
+    return {s: pd.DataFrame({"text": [f"{INSTRUCTION}\n\nReview: {r}" for r in texts],
+                             "label": [conversation(r)[1]["content"] for r in texts],
+                             ROW: range(2, len(texts) + 2)}) for s, texts in templated_splits(plant).items()}
+
+
 def test_templated_text_classification_rows_compare_what_varies():
-    splits = templated_splits(plant=True)
-    frames = {s: pd.DataFrame({"text": [f"{INSTRUCTION}\n\nReview: {r}" for r in texts],
-                               "label": [conversation(r)[1]["content"] for r in texts],
-                               ROW: range(2, len(texts) + 2)}) for s, texts in splits.items()}
-    report = audit_splits(frames, AuditConfig(label_errors=False))
+    report = audit_splits(classification_frames(plant=True), AuditConfig(label_errors=False))
     leak = next(f for f in report["findings"] if f["check"] == "leakage_near")
     assert [(r["row"], r["matches"]["row"]) for r in leak["rows"]] == [(42, 19)]
     assert leak["rows"][0]["text"] == "the soup was lovely and the waiter kind, but the cake was stale"
     assert next(f for f in report["findings"] if f["check"] == "near_duplicates")["count"] == 0
+
+
+def test_the_audit_command_shows_both_texts_of_a_flagged_pair(tmp_path, capsys, monkeypatch):
+    from tunesmith.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich folds cells to the terminal width
+    for split, df in classification_frames(plant=True).items():
+        df.drop(columns=[ROW]).to_csv(tmp_path / f"{split}.csv", index=False)
+    capsys.readouterr()
+    assert main(["audit", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"), "--no-label-errors",
+                 "--output", str(tmp_path / "audit.json")]) == 1
+    out = capsys.readouterr().out
+    assert out.index("flagged pairs") > out.index("data audit")
+    row = next(line for line in out[out.index("flagged pairs"):].splitlines() if "test:42" in line)
+    assert "leakage near" in row and "train:19" in row
+    assert "the waiter kind, but the cake was stale" in row and "the waiter kind but the cake was stale" in row

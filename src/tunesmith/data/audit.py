@@ -301,6 +301,20 @@ _SHORT = {"leakage_exact": "evaluation rows duplicate a row of an earlier split"
           "missing_values": "rows lack text or label"}
 
 
+def flagged_pairs(report: dict, per_check: int = 5) -> list[dict]:
+    """The first pairs of each leakage and near-duplicate finding, both sides with their text (or
+    image file), so an audit table shows what matched, not only row numbers."""
+    out = []
+    for f in report["findings"]:
+        for r in [r for r in f["rows"] if "matches" in r][:per_check]:
+            m, text = r["matches"], str(r.get("text", r.get("image", "")))
+            out.append({"check": f["check"], "row": f"{r['split']}:{r['row']}", "text": text,
+                        "matches": f"{m['split']}:{m['row']}",
+                        "text_of_match": str(r.get("text_of_match", m.get("image", text))),  # exact: the same text
+                        "similarity": float(r.get("similarity", 1.0))})
+    return out
+
+
 def summary_line(report: dict) -> str:
     """One phrase per blocking finding, e.g. '3 evaluation rows duplicate ... (leakage_exact)'."""
     return "; ".join(f"{f['count']} {_SHORT.get(f['check'], f['check'])} ({f['check']})"

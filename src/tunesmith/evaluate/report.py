@@ -131,12 +131,20 @@ def _picture(path: Path, title: str) -> list[str]:
 
 
 def _audit_section(run_dir: Path) -> list[str]:
+    from tunesmith.data.audit import flagged_pairs
+
     path = run_dir / "audit.json"
     if not path.is_file():
         return ["<h2>Data audit</h2><p class='muted'>not run (audit.enabled=false)</p>"]
     audit = json.loads(path.read_text())
     rows = [[f["check"].replace("_", " "), f["severity"], f["count"], f["message"]] for f in audit["findings"]]
     parts = ["<h2>Data audit</h2>", html_table(["check", "severity", "count", "finding"], rows)]
+    pairs = flagged_pairs(audit)
+    if pairs:
+        parts += ["<h3>Flagged pairs (first 5 of each check)</h3>",
+                  html_table(["check", "row", "text", "matches", "its text", "similarity"],
+                             [[p["check"].replace("_", " "), p["row"], p["text"], p["matches"], p["text_of_match"],
+                               p["similarity"]] for p in pairs])]
     if audit.get("fixes"):
         parts.append(html_table(["fix applied", "rows", "what"],
                                 [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
