@@ -54,7 +54,7 @@ def templated_splits(plant: bool) -> dict[str, list[str]]:
 
 def test_shared_prefix_and_suffix_stop_between_words():
     texts = ["Answer: the cat sat", "Answer: the cow ran", "Answer: the cab", "no template here"]
-    assert shared_prefix(texts) == "Answer: the c"[:-1]  # not into 'cat'/'cow'
+    assert shared_prefix(texts) == "Answer: the "  # "Answer: the c" would cut into cat, cow, cab
     assert shared_suffix(["is it ok?", "was it ok?", "fine"]) == " it ok?"
     stripped, template = strip_shared(texts)
     assert stripped == ["cat sat", "cow ran", "cab", "no template here"] and template["prefix"] == "Answer: the "
