@@ -136,6 +136,8 @@ def _audit_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith.data.audit import flagged_pairs
+
     table = Table(title="data audit")
     for col in ("check", "severity", "count", "finding", "first rows"):
         table.add_column(col, overflow="fold")
@@ -145,6 +147,15 @@ def _audit_table(report: dict) -> None:
         table.add_row(f["check"].replace("_", " "), f"[{colour[f['severity']]}]{f['severity']}[/]", str(f["count"]),
                       f["message"], first)
     Console().print(table)
+    pairs = flagged_pairs(report)
+    if pairs:
+        table = Table(title="flagged pairs (first 5 of each check)")
+        for col in ("check", "row", "text", "matches", "its text", "similarity"):
+            table.add_column(col, overflow="fold")
+        for p in pairs:
+            table.add_row(p["check"].replace("_", " "), p["row"], p["text"], p["matches"], p["text_of_match"],
+                          f"{p['similarity']:.3f}")
+        Console().print(table)
 
 
 @app.command()
@@ -229,7 +240,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run folder."),
     """Evaluate a saved run on new labelled data: metrics with intervals, calibration, drift warnings."""
     from rich.console import Console
 
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     rep = eval_run(run_dir, data, text_column, label_column)
     m = rep["metrics"]

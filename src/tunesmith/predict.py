@@ -1,6 +1,8 @@
-"""Predict labels with a finished run's model: `predict(run_dir, texts)` and the `predict` command."""
+"""A finished run's model on new data: `predict(run_dir, texts)` and the `predict` command, and
+`eval_run(run_dir, data)` (the `eval` command), which scores it on labelled data."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -217,3 +219,37 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
     _write_csv(out, output_path)
     return len(out)
+
+
+def eval_run(run_dir: str | Path, data: str | Path, text_column: str | None = None,
+             label_column: str | None = None) -> dict:
+    """Metrics with intervals, calibration and drift of RUN_DIR's model on a labelled file; also written
+    to RUN_DIR/evals/<file stem>.json."""
+    from tunesmith.data.load import ROW, labelled_rows, read_table
+    from tunesmith.evaluate.saved import labelled_data_report
+    from tunesmith.io import atomic_write_json
+    from tunesmith.run import load_run
+
+    run = load_run(run_dir)
+    cfg = run.config
+    df, _ = labelled_rows(read_table(data), data, text_column or cfg.data.text_column,
+                          label_column or cfg.data.label_column, cfg.data.drop_missing)
+    logits, labels, temperature = run_logits(run.path, df["text"].tolist())
+    index = {l: i for i, l in enumerate(labels)}
+    unknown = df.loc[~df["label"].isin(index)]
+    if len(unknown):
+        row = unknown.iloc[0]
+        known = f"{', '.join(labels[:10])}{' …' if len(labels) > 10 else ''}"
+        raise UserError(f"{data}: row {row[ROW]}: label {row['label']!r} is not one the model knows "
+                        f"({len(unknown)} rows); known labels: {known}")
+    y = df["label"].map(index).to_numpy()
+    profile_path = run.path / "data_report.json"
+    profile = json.loads(profile_path.read_text()).get("train_profile") if profile_path.is_file() else None
+    words = df["text"].str.split().str.len().to_numpy()
+    report = {"run": str(run.path), "data": str(data),
+              "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              **labelled_data_report(y, logits, labels, temperature, words, profile, cfg.eval, cfg.train.seed)}
+    out = run.path / "evals" / f"{Path(data).stem}.json"
+    atomic_write_json(out, report)
+    report["path"] = str(out)
+    return report

@@ -21,6 +21,13 @@ def finished(tiny_model, tmp_path_factory):
     return fine_tune(build_config(tiny_config(tiny_model, train, tmp / "runs")))
 
 
+def verdict_of(test: dict) -> str:
+    """The verdict a paired comparison must carry, from its interval."""
+    if test["low"] > 0:
+        return "better, and not by chance"
+    return "worse, and not by chance" if test["high"] < 0 else "not distinguishable"
+
+
 def test_results_hold_baselines_intervals_and_a_verdict(finished):
     res = finished.results
     assert set(res["baselines"]) == {"majority_class", "tfidf_logreg", "linear_probe", "zero_shot"}
@@ -28,8 +35,15 @@ def test_results_hold_baselines_intervals_and_a_verdict(finished):
         for key in ("accuracy", "macro_f1"):
             assert m["ci"][key]["low"] <= m[key] <= m["ci"][key]["high"]
     comp = res["comparison"]
-    assert comp["best_baseline"] in res["baselines"]
-    assert comp["accuracy"]["verdict"] in {"better, and not by chance", "not distinguishable", "worse, and not by chance"}
+    baseline_accuracy = {name: b["test"]["accuracy"] for name, b in res["baselines"].items()}
+    assert comp["best_baseline"] == max(baseline_accuracy, key=lambda k: (baseline_accuracy[k], k)) == "tfidf_logreg"
+    for key in ("accuracy", "macro_f1"):
+        c = comp[key]
+        assert c["difference"] == pytest.approx(res["test"][key] - res["baselines"]["tfidf_logreg"]["test"][key])
+        assert c["low"] <= c["difference"] <= c["high"] and c["verdict"] == verdict_of(c)
+    # both score every one of the 20 test rows right: no difference to detect
+    assert res["test"]["accuracy"] == baseline_accuracy["tfidf_logreg"] == 1.0
+    assert comp["accuracy"]["verdict"] == "not distinguishable" and comp["accuracy"]["p_value"] == 1.0
     assert res["overfitting"]["summary"] and "gap" in res["overfitting"]["summary"]
     assert len(res["error_analysis"]["highest_loss"]) == 10
     html = (finished.path / "report.html").read_text()
@@ -58,7 +72,7 @@ def test_model_card(finished):
 
 
 def test_eval_on_new_data_warns_about_drift(finished, tmp_path):
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     same = tmp_path / "same.csv"
     make_rows(60, seed=11).to_csv(same, index=False)
@@ -76,7 +90,7 @@ def test_eval_on_new_data_warns_about_drift(finished, tmp_path):
 
 def test_eval_rejects_unknown_labels(finished, tmp_path):
     from tunesmith.errors import UserError
-    from tunesmith.evaluate.saved import eval_run
+    from tunesmith.predict import eval_run
 
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"text": ["good", "bad"], "label": ["pos", "angry"]}).to_csv(bad, index=False)
@@ -96,7 +110,13 @@ def test_runs_list_and_compare(finished, tiny_model, tmp_path, capsys):
     cfg = tiny_config(tiny_model, train, tmp_path / "runs", method="linear-probe", learning_rate=5e-2)
     other = fine_tune(build_config(cfg))
     out = compare_runs([finished.path, other.path])
-    assert out["paired_accuracy"][0]["verdict"] in {"better, and not by chance", "not distinguishable",
-                                                    "worse, and not by chance"}
+    pair = out["paired_accuracy"][0]
+    # the second run minus the reference, on the same test rows
+    gap = other.results["test"]["accuracy"] - finished.results["test"]["accuracy"]
+    assert (pair["a"], pair["b"]) == ("run", other.path.name) and pair["difference"] == pytest.approx(gap)
+    assert pair["low"] <= pair["difference"] <= pair["high"] and pair["verdict"] == verdict_of(pair)
+    capsys.readouterr()
     assert main(["runs", "compare", str(finished.path), str(other.path)]) == 0
-    assert "vs run" in capsys.readouterr().out
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if " vs run: " in ln)
+    assert line == (f"{other.path.name} vs run: accuracy {pair['difference']:+.4f} [{pair['low']:+.4f}, "
+                    f"{pair['high']:+.4f}], p = {pair['p_value']:.3f}: {pair['verdict']}")

@@ -147,12 +147,19 @@ def test_sft_run_beats_the_base_model_and_reports_it(tmp_path, tiny_lm, capsys):
     res = run.results
     assert res["test"]["loss"] < res["test"]["base"]["loss"]
     assert res["test"]["loss_reduction"]["verdict"] == "better, and not by chance"
-    assert res["generation"]["tuned"]["n"] == 3 and set(res["generation"]["tuned"]) >= {"exact_match", "rouge_l"}
     report = json.loads((run.path / "data_report.json").read_text())
     assert report["stop_token"] == "<|im_end|>" and report["chat_template"] == "tokenizer"
     assert report["packed_rows"] < report["split_rows"]["train"]  # several conversations per row
     gens = pd.read_csv(run.path / "generations.csv", keep_default_na=False)
     assert list(gens.columns) == ["prompt", "reference", "base", "tuned"] and len(gens) == 3
+    # the reported generation scores are those of the answers written side by side
+    from tunesmith.evaluate.generation import generation_scores
+
+    for name in ("base", "tuned"):
+        again = generation_scores(gens[name].tolist(), gens["reference"].tolist())
+        assert {k: res["generation"][name][k] for k in ("exact_match", "token_f1", "rouge_l", "n")} == pytest.approx(
+            {k: again[k] for k in ("exact_match", "token_f1", "rouge_l")} | {"n": 3})
+    assert gens["tuned"].tolist() != gens["base"].tolist()
     html = (run.path / "report.html").read_text()
     assert "Base vs tuned, side by side" in html and "Did fine-tuning help?" in html
     assert json.loads((run.path / "status.json").read_text())["status"] == "completed"
@@ -173,7 +180,7 @@ def test_a_base_model_without_template_gets_chatml(tmp_path):
     assert run.results["chat_template"] == "chatml"
 
 
-def test_lora_export_merges_to_the_same_outputs(tmp_path, tiny_lm):
+def test_lora_export_merges_to_the_same_outputs(tmp_path, tiny_lm, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -187,7 +194,18 @@ def test_lora_export_merges_to_the_same_outputs(tmp_path, tiny_lm):
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), run.path / "adapter").eval()
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-5)
+    # `tunesmith chat` serves the tuned weights (the adapter's outputs), not the base model's
+    from tunesmith.generate import ChatModel
+
+    served = ChatModel(run.path)
+    prompt = torch.tensor([chat.prompt_ids(served.tokenizer, [{"role": "user", "content": "Where is Paris?"}])])
+    with torch.no_grad():
+        tuned_logits = adapted(prompt).logits
+        assert torch.allclose(served.model(prompt).logits, tuned_logits, atol=1e-5)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(tiny_lm)(prompt).logits, tuned_logits, atol=1e-3)
+    capsys.readouterr()
     assert main(["chat", str(run.path), "--prompt", "Where is Paris?", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.strip() == served.reply([{"role": "user", "content": "Where is Paris?"}])
     assert main(["predict", str(run.path), "--text", "hello"]) == 2  # one clear line: use chat
 
 

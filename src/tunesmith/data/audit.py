@@ -30,8 +30,9 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
 
 
-def _finding(check: str, severity: str, rows: list[dict], message: str, examples: list[dict] | None = None,
-             **extra) -> dict:
+def finding(check: str, severity: str, rows: list[dict], message: str, examples: list[dict] | None = None,
+            **extra) -> dict:
+    """One check's entry in the report: severity 'ok' when nothing was found (info findings keep theirs)."""
     return {"check": check, "severity": severity if rows or severity == INFO else "ok", "count": len(rows),
             "message": message, "rows": rows, "examples": (examples or rows)[:MAX_EXAMPLES], **extra}
 
@@ -44,7 +45,7 @@ def check_missing(frames: dict[str, pd.DataFrame]) -> dict:
             rows += [{"split": split, "row": int(r), "problem": kind} for r in df.loc[mask, ROW]]
     rows.sort(key=lambda r: (SPLIT_ORDER.index(r["split"]), r["row"]))
     kinds = Counter(r["problem"] for r in rows)
-    return _finding("missing_values", BLOCKING, rows, ", ".join(f"{n} {k}s" for k, n in kinds.items())
+    return finding("missing_values", BLOCKING, rows, ", ".join(f"{n} {k}s" for k, n in kinds.items())
                     or "no blank rows, missing texts or missing labels")
 
 
@@ -80,11 +81,11 @@ def check_exact(frames: dict[str, pd.DataFrame], key_column: str | None = None) 
         first_seen[split] = seen
     n_groups = len({(c["split"], tuple(c["labels"])) for c in conflicts})
     return [
-        _finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split "
+        finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split "
                  + ("(after case, whitespace and unicode normalisation)" if key_column is None else "(same pixels)")),
-        _finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share their {what} with rows "
+        finding("conflicting_duplicates", BLOCKING, conflicts, f"{len(conflicts)} rows share their {what} with rows "
                  f"that carry a different label ({n_groups} label sets)"),
-        _finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows also appear in an earlier split "
+        finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows also appear in an earlier split "
                  "(train -> validation -> test): scores on them measure memory, not generalisation"),
     ]
 
@@ -94,38 +95,79 @@ def _shingles(text: str, k: int = 5) -> set[str]:
     return {t[i:i + k] for i in range(max(1, len(t) - k + 1))}
 
 
-def check_near(frames: dict[str, pd.DataFrame], threshold: float, num_perm: int = 128, seed: int = 1) -> list[dict]:
-    """Near-duplicates by MinHash LSH over character 5-grams, verified by exact Jaccard similarity."""
+def check_near(frames: dict[str, pd.DataFrame], threshold: float, num_perm: int = 128, seed: int = 1,
+               compare: dict[str, pd.Series] | None = None, template: dict | None = None) -> list[dict]:
+    """Near-duplicates by MinHash LSH over character 5-grams, verified by exact Jaccard similarity.
+
+    `compare` holds, per split, the text compared for each row (default: the text without the prefix
+    and suffix most rows share, see tunesmith.data.templates); `template` is what was set aside.
+    Rows with nothing left to compare are skipped, and exact copies are check_exact's. Each pair
+    carries both compared texts, so a reader can judge it without opening the files."""
+    if compare is None:
+        from tunesmith.data.templates import varying_text
+
+        compare, template = varying_text({s: df["text"] for s, df in frames.items()})
+    docs = [(split, int(row), str(text), label, str(original)) for split in SPLIT_ORDER if split in frames
+            for row, text, label, original in zip(frames[split][ROW], compare[split], frames[split]["label"],
+                                                  frames[split]["text"])]
+    docs = [d for d in docs if normalize(d[2])]
+    pairs = _similar_pairs([d[2] for d in docs], [normalize(d[4]) for d in docs], threshold, num_perm, seed)
+    within, leaks = [], []
+    order = {s: n for n, s in enumerate(SPLIT_ORDER)}
+    for i, j, sim in pairs:
+        a, b = sorted((docs[i], docs[j]), key=lambda d: (order[d[0]], d[1]))
+        pair = {"split": b[0], "row": b[1], "matches": {"split": a[0], "row": a[1]}, "similarity": round(sim, 3),
+                "label": b[3], "label_of_match": a[3], "text": b[2][:300], "text_of_match": a[2][:300]}
+        (within if a[0] == b[0] else leaks).append(pair)
+    how = f"Jaccard >= {threshold} on character 5-grams" + _template_note(template or {})
+    extra = {"template": template} if template else {}
+    return [
+        finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
+                f"duplicates ({how})", **extra),
+        finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
+                f"earlier split ({how})", **extra),
+    ]
+
+
+def _template_note(template: dict) -> str:
+    """' once ... is set aside' for a template {"prefix", "suffix"} or, in chats, {role: {"prefix", "suffix"}}."""
+    by_role = template if template and not {"prefix", "suffix"} & set(template) else {"": template}
+    parts = [f"the {len(text)}-character {kind}" + (f" of {role} turns" if role else "")
+             for role, t in by_role.items() for kind, text in t.items() if text]
+    if not parts:
+        return ""
+    return f", once {' and '.join(parts)} most rows share {'are' if len(parts) > 1 else 'is'} set aside"
+
+
+def _similar_pairs(texts: list[str], keys: list[str], threshold: float, num_perm: int,
+                   seed: int) -> list[tuple[int, int, float]]:
+    """Index pairs (i < j) whose 5-gram Jaccard similarity reaches the threshold, skipping equal keys."""
     from datasketch import MinHash, MinHashLSH
 
-    docs = [(split, int(row), str(text), label) for split in SPLIT_ORDER if split in frames
-            for row, text, label in zip(frames[split][ROW], frames[split]["text"], frames[split]["label"])]
-    sets = [_shingles(d[2]) for d in docs]
-    keys = [normalize(d[2]) for d in docs]
+    sets = [_shingles(t) for t in texts]
     hashes = MinHash.bulk([[s.encode() for s in sh] for sh in sets], num_perm=num_perm, seed=seed)
     # a lower LSH threshold catches pairs whose MinHash estimate falls just under the real similarity
     lsh = MinHashLSH(threshold=max(0.05, threshold - 0.15), num_perm=num_perm)
     for i, h in enumerate(hashes):
         lsh.insert(i, h)
-    within, leaks = [], []
-    order = {s: n for n, s in enumerate(SPLIT_ORDER)}
+    out = []
     for i, h in enumerate(hashes):
         for j in lsh.query(h):
             if j <= i or keys[i] == keys[j]:
                 continue
             sim = len(sets[i] & sets[j]) / len(sets[i] | sets[j])
-            if sim < threshold:
-                continue
-            a, b = sorted((docs[i], docs[j]), key=lambda d: (order[d[0]], d[1]))
-            pair = {"split": b[0], "row": b[1], "matches": {"split": a[0], "row": a[1]}, "similarity": round(sim, 3),
-                    "label": b[3], "label_of_match": a[3]}
-            (within if a[0] == b[0] else leaks).append(pair)
-    return [
-        _finding("near_duplicates", WARNING, within, f"{len(within)} pairs of rows in the same split are near-"
-                 f"duplicates (Jaccard >= {threshold} on character 5-grams)"),
-        _finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation rows nearly duplicate a row of an "
-                 f"earlier split (Jaccard >= {threshold})"),
-    ]
+            if sim >= threshold:
+                out.append((i, j, sim))
+    return out
+
+
+def check_near_conversations(frames: dict[str, pd.DataFrame], threshold: float) -> list[dict]:
+    """check_near for chat data (column `messages`): turns compared without the template most turns
+    of their role share (an instruction line, a fixed system prompt), role tags left out."""
+    from tunesmith.data.templates import varying_conversation_text
+
+    compare, templates = varying_conversation_text(frames)
+    return check_near(frames, threshold, compare=compare, template=templates)
 
 
 def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
@@ -140,7 +182,7 @@ def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
     folds = int(min(5, counts.max()))
     usable = train[train["label"].isin(counts[counts >= max(folds, 2)].index)]
     if usable["label"].nunique() < 2 or len(usable) < 20:
-        return _finding("label_errors", INFO, [], "not checked: too few rows per class for out-of-fold predictions")
+        return finding("label_errors", INFO, [], "not checked: too few rows per class for out-of-fold predictions")
     labels = sorted(usable["label"].unique())
     y = usable["label"].map({l: i for i, l in enumerate(labels)}).to_numpy()
     # Unigrams, weakly regularised: as accurate as bigrams here and several times faster (bench/RESULTS.md).
@@ -153,7 +195,7 @@ def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
              "suggested": labels[int(probs[i].argmax())], "label_probability": round(float(probs[i, y[i]]), 4),
              "text": str(usable["text"].iloc[i])[:200]} for i in issues]
     skipped = len(train) - len(usable)
-    return _finding("label_errors", WARNING, rows, f"{len(rows)} training rows are likely mislabelled "
+    return finding("label_errors", WARNING, rows, f"{len(rows)} training rows are likely mislabelled "
                     f"(confident learning on {folds}-fold out-of-fold predictions"
                     + (f"; {skipped} rows of classes with < {folds} rows not checked)" if skipped else ")"))
 
@@ -167,11 +209,11 @@ def check_classes(frames: dict[str, pd.DataFrame]) -> list[dict]:
               for r, l in zip(frames[s][ROW], frames[s]["label"]) if l not in known]
     severity = WARNING if ratio > 10 or tiny else INFO
     return [
-        _finding("class_balance", severity, tiny if tiny else ([{"ratio": ratio}] if ratio > 10 else []),
+        finding("class_balance", severity, tiny if tiny else ([{"ratio": ratio}] if ratio > 10 else []),
                  f"{len(counts)} classes; largest/smallest = {ratio:.1f}"
                  + (f"; {len(tiny)} classes have fewer than 5 training rows" if tiny else ""),
                  counts={str(k): int(v) for k, v in counts.items()}),
-        _finding("unseen_labels", BLOCKING, unseen, f"{len(unseen)} evaluation rows carry labels that never appear "
+        finding("unseen_labels", BLOCKING, unseen, f"{len(unseen)} evaluation rows carry labels that never appear "
                  f"in training: {sorted({u['label'] for u in unseen})[:10]}" if unseen else "every evaluation label "
                  "appears in training"),
     ]
@@ -193,7 +235,7 @@ def check_lengths(frames: dict[str, pd.DataFrame], tokenizer=None, max_length: i
         extra["truncated_share"] = round(share, 4)
         msg += f"; {share:.1%} of training texts exceed max_length {max_length} tokens and will be truncated"
         severity = WARNING if share > 0.1 else INFO
-    return _finding("lengths", severity, rows, msg, **extra)
+    return finding("lengths", severity, rows, msg, **extra)
 
 
 def check_pii(frames: dict[str, pd.DataFrame]) -> dict:
@@ -206,7 +248,7 @@ def check_pii(frames: dict[str, pd.DataFrame]) -> dict:
             if found:
                 kinds.update(found)
                 rows.append({"split": split, "row": int(row), **found})
-    return _finding("personal_data", WARNING, rows, f"{len(rows)} rows contain personal data ("
+    return finding("personal_data", WARNING, rows, f"{len(rows)} rows contain personal data ("
                     + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "); audit.mask_pii=true masks it"
                     if rows else "no e-mail addresses, phone or card numbers found", by_kind=dict(kinds))
 
@@ -216,7 +258,7 @@ def check_encoding(frames: dict[str, pd.DataFrame]) -> dict:
 
     rows = [{"split": s, "row": int(r), "text": t[:200]} for s, df in frames.items()
             for r, t in zip(df[ROW], df["text"].astype(str)) if "\ufffd" in t or is_bad(t)]
-    return _finding("mojibake", WARNING, rows, f"{len(rows)} rows look like text decoded with the wrong encoding "
+    return finding("mojibake", WARNING, rows, f"{len(rows)} rows look like text decoded with the wrong encoding "
                     "(mojibake) or hold replacement characters")
 
 
@@ -257,6 +299,20 @@ _SHORT = {"leakage_exact": "evaluation rows duplicate a row of an earlier split"
           "conflicting_duplicates": "rows share their text with a differently labelled row",
           "unseen_labels": "evaluation rows carry labels unseen in training",
           "missing_values": "rows lack text or label"}
+
+
+def flagged_pairs(report: dict, per_check: int = 5) -> list[dict]:
+    """The first pairs of each leakage and near-duplicate finding, both sides with their text (or
+    image file), so an audit table shows what matched, not only row numbers."""
+    out = []
+    for f in report["findings"]:
+        for r in [r for r in f["rows"] if "matches" in r][:per_check]:
+            m, text = r["matches"], str(r.get("text", r.get("image", "")))
+            out.append({"check": f["check"], "row": f"{r['split']}:{r['row']}", "text": text,
+                        "matches": f"{m['split']}:{m['row']}",
+                        "text_of_match": str(r.get("text_of_match", m.get("image", text))),  # exact: the same text
+                        "similarity": float(r.get("similarity", 1.0))})
+    return out
 
 
 def summary_line(report: dict) -> str:

@@ -11,7 +11,8 @@ def _finding(report: dict, check: str) -> dict:
     return next((f for f in report["findings"] if f["check"] == check), {"rows": []})
 
 
-def _drop(frames: dict[str, pd.DataFrame], rows: list[dict]) -> tuple[dict[str, pd.DataFrame], int]:
+def drop_rows(frames: dict[str, pd.DataFrame], rows: list[dict]) -> tuple[dict[str, pd.DataFrame], int]:
+    """The frames without the given rows ({"split", "row"} as in audit findings), and how many were dropped."""
     by_split: dict[str, set] = {}
     for r in rows:
         by_split.setdefault(r["split"], set()).add(r["row"])
@@ -34,13 +35,13 @@ def apply_fixes(frames: dict[str, pd.DataFrame], report: dict, cfg: AuditConfig,
 
     if cfg.remove_leaks or fix_blocking:
         leaked = _finding(report, "leakage_exact")["rows"] + _finding(report, "leakage_near")["rows"]
-        frames, n = _drop(frames, leaked)
+        frames, n = drop_rows(frames, leaked)
         record("remove_leaks", n, "validation/test rows that duplicate or nearly duplicate an earlier split")
     if cfg.drop_conflicting or fix_blocking:
-        frames, n = _drop(frames, _finding(report, "conflicting_duplicates")["rows"])
+        frames, n = drop_rows(frames, _finding(report, "conflicting_duplicates")["rows"])
         record("drop_conflicting", n, "every copy of a text that carries different labels")
     if cfg.drop_duplicates:
-        frames, n = _drop(frames, _finding(report, "exact_duplicates")["rows"])
+        frames, n = drop_rows(frames, _finding(report, "exact_duplicates")["rows"])
         record("drop_duplicates", n, "exact duplicates within a split (first copy kept)")
     if cfg.mask_pii:
         from tunesmith.data.pii import mask_pii

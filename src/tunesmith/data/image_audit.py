@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import AuditConfig
-from tunesmith.data.audit import (BLOCKING, INFO, SPLIT_ORDER, WARNING, _finding, check_classes, check_exact,
+from tunesmith.data.audit import (BLOCKING, INFO, SPLIT_ORDER, WARNING, finding, check_classes, check_exact,
                                   run_checks)
 from tunesmith.data.load import ROW
 
@@ -66,14 +66,14 @@ def check_near_images(frames: dict[str, pd.DataFrame], cfg: AuditConfig) -> list
                 "hash_distance": dist, "pixel_difference": round(diff, 4), "label": b[3], "label_of_match": a[3]}
         (within if a[0] == b[0] else leaks).append(pair)
     rule = f"pHash distance <= {cfg.image_hash_distance} and thumbnail difference <= {cfg.image_pixel_tolerance}"
-    return [_finding("near_duplicates", WARNING, within, f"{len(within)} pairs of images in the same split are "
+    return [finding("near_duplicates", WARNING, within, f"{len(within)} pairs of images in the same split are "
                      f"near-duplicates ({rule})"),
-            _finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation images nearly duplicate an image of "
+            finding("leakage_near", BLOCKING, leaks, f"{len(leaks)} evaluation images nearly duplicate an image of "
                      f"an earlier split ({rule})")]
 
 
 def check_unreadable(skipped: list[dict]) -> dict:
-    return _finding("unreadable_images", WARNING, skipped, f"{len(skipped)} files could not be read and were skipped"
+    return finding("unreadable_images", WARNING, skipped, f"{len(skipped)} files could not be read and were skipped"
                     if skipped else "every image file was readable")
 
 
@@ -82,7 +82,7 @@ def check_sizes(frames: dict[str, pd.DataFrame]) -> dict:
                          columns=["split", "h", "w", "c"])
     grey = int((sizes["c"] == 1).sum())
     small = int(((sizes["h"] < 32) | (sizes["w"] < 32)).sum())
-    return _finding("image_sizes", INFO, [], f"height {int(sizes['h'].median())} x width {int(sizes['w'].median())} "
+    return finding("image_sizes", INFO, [], f"height {int(sizes['h'].median())} x width {int(sizes['w'].median())} "
                     f"px (median); {grey} grey, {len(sizes) - grey} colour; {small} smaller than 32 px",
                     sizes={"median_height": int(sizes["h"].median()), "median_width": int(sizes["w"].median()),
                            "min_side": int(sizes[["h", "w"]].min().min()), "grey": grey})
@@ -95,5 +95,5 @@ def audit_image_splits(frames: dict[str, pd.DataFrame], cfg: AuditConfig, skippe
         ("near", lambda: check_near_images(frames, cfg)),
         ("classes", lambda: check_classes(frames)),
         ("sizes", lambda: check_sizes(frames)),
-        ("label_errors", lambda: _finding("label_errors", INFO, [], "not checked for images")),
+        ("label_errors", lambda: finding("label_errors", INFO, [], "not checked for images")),
     ])

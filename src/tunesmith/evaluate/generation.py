@@ -52,7 +52,7 @@ def response_losses(model, examples: Sequence[dict], collate, batch_size: int, a
                                                                                                       np.ndarray]:
     """Summed token loss and number of loss tokens of each example, in example order (sharded
     over processes when distributed). The token-mean loss of a split is sums.sum() / counts.sum()."""
-    from tunesmith.train.loop import per_example
+    from tunesmith.evaluate.inference import per_example
 
     def sums_and_counts(m, batch):
         labels = batch.pop("labels")[:, 1:]

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from tunesmith.io import atomic_write_text
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
 .good{color:#070}.muted{color:#777}"""
 
 
-def _png(fig) -> str:
+def embed_png(fig) -> str:
+    """A matplotlib figure as an <img> tag with the PNG inline (the page stays one file); closes the figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -36,7 +37,7 @@ def _curves(records: list[dict]) -> str:
     for key in [k for k in ("accuracy", "macro_f1", "perplexity") if any(k in r for r in evals)]:
         axes[1].plot([r["step"] for r in evals], [r.get(key) for r in evals], "o-", label=f"validation {key}")
     axes[1].set_xlabel("optimizer step"), axes[1].set_title("validation scores"), axes[1].legend()
-    return _png(fig)
+    return embed_png(fig)
 
 
 def _confusion(matrix: list[list[int]], labels: list[str], title: str) -> str:
@@ -55,10 +56,11 @@ def _confusion(matrix: list[list[int]], labels: list[str], title: str) -> str:
                 for j in range(len(labels)):
                     ax.text(j, i, m[i, j], ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
-    return _png(fig)
+    return embed_png(fig)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def html_table(header: list[str], rows: list[list]) -> str:
+    """An escaped HTML table; numbers right-aligned, floats to 4 decimals."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td{_num(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
@@ -76,7 +78,7 @@ def _fmt(value) -> str:
 def _per_class(split: dict) -> str:
     rows = sorted(([name, s["precision"], s["recall"], s["f1"], s["support"]] for name, s in split["per_class"].items()),
                   key=lambda r: r[3])
-    return _table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
+    return html_table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
 
 
 def _with_ci(m: dict, key: str) -> str:
@@ -107,16 +109,17 @@ def _calibration(cal: dict | None) -> list[str]:
     t = cal["test"]
     return ["<h2>Calibration</h2>",
             f"<p>Temperature {cal['temperature']:.3f} fitted on validation. Test expected calibration error "
-            f"{t['ece']:.4f} before, {t['ece_scaled']:.4f} after scaling.</p>", _png(fig)]
+            f"{t['ece']:.4f} before, {t['ece_scaled']:.4f} after scaling.</p>", embed_png(fig)]
 
 
 def _errors(err: dict | None) -> list[str]:
     if not err:
         return []
     return ["<h2>Error analysis (test)</h2><h3>Most confused label pairs</h3>",
-            _table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in err["confused_pairs"]]),
+            html_table(["true", "predicted", "count"],
+                       [[p["true"], p["predicted"], p["count"]] for p in err["confused_pairs"]]),
             "<h3>Highest-loss examples</h3>",
-            _table(["text", "true", "predicted", "confidence"],
+            html_table(["text", "true", "predicted", "confidence"],
                    [[e["text"], e["true"], e["predicted"], e["confidence"]] for e in err["highest_loss"]])]
 
 
@@ -128,14 +131,23 @@ def _picture(path: Path, title: str) -> list[str]:
 
 
 def _audit_section(run_dir: Path) -> list[str]:
+    from tunesmith.data.audit import flagged_pairs
+
     path = run_dir / "audit.json"
     if not path.is_file():
         return ["<h2>Data audit</h2><p class='muted'>not run (audit.enabled=false)</p>"]
     audit = json.loads(path.read_text())
     rows = [[f["check"].replace("_", " "), f["severity"], f["count"], f["message"]] for f in audit["findings"]]
-    parts = ["<h2>Data audit</h2>", _table(["check", "severity", "count", "finding"], rows)]
+    parts = ["<h2>Data audit</h2>", html_table(["check", "severity", "count", "finding"], rows)]
+    pairs = flagged_pairs(audit)
+    if pairs:
+        parts += ["<h3>Flagged pairs (first 5 of each check)</h3>",
+                  html_table(["check", "row", "text", "matches", "its text", "similarity"],
+                             [[p["check"].replace("_", " "), p["row"], p["text"], p["matches"], p["text_of_match"],
+                               p["similarity"]] for p in pairs])]
     if audit.get("fixes"):
-        parts.append(_table(["fix applied", "rows", "what"], [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
+        parts.append(html_table(["fix applied", "rows", "what"],
+                                [[x["fix"], x["rows"], x["detail"]] for x in audit["fixes"]]))
     return parts
 
 
@@ -150,7 +162,7 @@ def write_report(run_dir: str | Path) -> Path:
     config = (run_dir / "config.yaml").read_text()
     tr = results["training"]
     training = ["<h2>Training</h2>",
-                _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
+                html_table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                        [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
                          tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]])]
     if results["task"] == "sft":
@@ -160,7 +172,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts = _classification_sections(results, run_dir, records, training)
     parts += ["<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     out = run_dir / "report.html"
     atomic_write_text(out, page)
     return out
@@ -178,21 +190,21 @@ def _sft_sections(results: dict, run_dir: Path) -> list[str]:
              f"</b> · chat template {html.escape(results['chat_template'])} · stop token "
              f"<code>{html.escape(results['stop_token'])}</code></p>",
              "<h2 id='comparison'>Did fine-tuning help? (held-out test conversations)</h2>",
-             _table(["model", "response loss", "perplexity"], rows),
+             html_table(["model", "response loss", "perplexity"], rows),
              f"<p>Loss reduction (base - tuned) {red['difference']:+.4f} [{red['low']:+.4f}, {red['high']:+.4f}], "
              f"paired bootstrap over {test['n']} conversations, p = {red['p_value']:.3f}: "
              f"<b>{html.escape(red['verdict'])}</b>.</p>"]
     gen = results.get("generation")
     if gen:
         parts += ["<h2>Generated answers</h2>",
-                  _table(["model", "exact match", "token F1", "ROUGE-L", "n"],
+                  html_table(["model", "exact match", "token F1", "ROUGE-L", "n"],
                          [[name, f"{g['exact_match']:.3f}", f"{g['token_f1']:.3f}", f"{g['rouge_l']:.3f}", g["n"]]
                           for name, g in (("base model", gen["base"]), ("tuned", gen["tuned"]))]),
                   f"<p class='muted'>greedy decoding, at most {gen['max_new_tokens']} new tokens.</p>"]
     if (run_dir / "generations.csv").is_file():
         table = pd.read_csv(run_dir / "generations.csv", keep_default_na=False)
         parts += ["<h3>Base vs tuned, side by side</h3>",
-                  _table(["prompt", "reference", "base model", "tuned"], table.values.tolist())]
+                  html_table(["prompt", "reference", "base model", "tuned"], table.values.tolist())]
     return parts
 
 
@@ -208,7 +220,7 @@ def _classification_sections(results: dict, run_dir: Path, records: list[dict], 
         f"<p>{html.escape(results['task'])} · model <b>{html.escape(results['model'])}</b> · method "
         f"<b>{html.escape(results['method'])}</b> · {len(labels)} classes</p>",
         "<h2 id='comparison'>Did fine-tuning help? (held-out test split)</h2>",
-        _table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
+        html_table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
         *_verdict(results.get("comparison") or {}),
         *_audit_section(run_dir),
         *training,

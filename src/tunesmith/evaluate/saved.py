@@ -1,13 +1,12 @@
-"""`tunesmith eval RUN_DIR --data labelled.csv`: score a saved run on new labelled data and warn about drift."""
+"""Scoring a saved model on new labelled data (`tunesmith eval`, run by tunesmith.predict.eval_run):
+metrics with intervals, calibration, and warnings when the data drifted from training."""
 from __future__ import annotations
-
-import datetime as dt
-import json
-from pathlib import Path
 
 import numpy as np
 
-from tunesmith.errors import UserError
+from tunesmith.config import EvalConfig
+from tunesmith.evaluate.calibration import calibration_report
+from tunesmith.evaluate.evaluation import scored
 
 # Thresholds beyond which the new data clearly differs from training.
 LABEL_SHIFT_TVD = 0.2  # total variation distance between label distributions
@@ -34,35 +33,10 @@ def drift(train_profile: dict | None, labels: list[str], y: np.ndarray, words: n
     return {"checked": True, "label_tvd": tvd, "median_words_ratio": ratio, "warnings": warnings}
 
 
-def eval_run(run_dir: str | Path, data: str | Path, text_column: str | None = None,
-             label_column: str | None = None) -> dict:
-    """Metrics with intervals, calibration and drift of RUN_DIR's model on a labelled file."""
-    from tunesmith.data.load import ROW, labelled_rows, read_table
-    from tunesmith.evaluate.calibration import calibration_report
-    from tunesmith.evaluate.evaluation import scored
-    from tunesmith.io import atomic_write_json
-    from tunesmith.predict import run_logits
-    from tunesmith.run import load_run
-
-    run = load_run(run_dir)
-    cfg = run.config
-    df, _ = labelled_rows(read_table(data), data, text_column or cfg.data.text_column,
-                          label_column or cfg.data.label_column, cfg.data.drop_missing)
-    logits, labels, temperature = run_logits(run.path, df["text"].tolist())
-    index = {l: i for i, l in enumerate(labels)}
-    unknown = df.loc[~df["label"].isin(index)]
-    if len(unknown):
-        row = unknown.iloc[0]
-        raise UserError(f"{data}: row {row[ROW]}: label {row['label']!r} is not one the model knows "
-                        f"({len(unknown)} rows); known labels: {', '.join(labels[:10])}{' …' if len(labels) > 10 else ''}")
-    y = df["label"].map(index).to_numpy()
-    profile_path = run.path / "data_report.json"
-    profile = json.loads(profile_path.read_text()).get("train_profile") if profile_path.is_file() else None
-    report = {"run": str(run.path), "data": str(data), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "metrics": scored(y, logits / temperature, labels, cfg.eval, cfg.train.seed),
-              "calibration": calibration_report(logits, y, temperature),
-              "drift": drift(profile, labels, y, df["text"].str.split().str.len().to_numpy())}
-    out = run.path / "evals" / f"{Path(data).stem}.json"
-    atomic_write_json(out, report)
-    report["path"] = str(out)
-    return report
+def labelled_data_report(y: np.ndarray, logits: np.ndarray, labels: list[str], temperature: float,
+                         words: np.ndarray, train_profile: dict | None, cfg: EvalConfig, seed: int = 0) -> dict:
+    """Metrics with intervals (on the calibrated logits), calibration and drift of a saved model's raw
+    logits on labelled new data; y holds label indices, words each text's word count."""
+    return {"metrics": scored(y, logits / temperature, labels, cfg, seed),
+            "calibration": calibration_report(logits, y, temperature),
+            "drift": drift(train_profile, labels, y, words)}

@@ -5,23 +5,11 @@ from typing import Callable
 
 import numpy as np
 
-
-def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean(y == pred)) if len(y) else float("nan")
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 over the classes present in y or pred (as scikit-learn does with labels unset)."""
-    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    tp = np.diag(cm).astype(float)
-    support, predicted = cm.sum(1), cm.sum(0)
-    present = (support + predicted) > 0
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1[present].mean()) if present.any() else float("nan")
+from tunesmith.evaluate.metrics import accuracy, macro_f1
 
 
 def metric_fns(n_classes: int) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """The metrics that get intervals and paired tests; the same functions give the point estimates."""
     return {"accuracy": accuracy, "macro_f1": lambda y, p: macro_f1(y, p, n_classes)}
 
 

@@ -50,7 +50,7 @@ class Classifier:
                 "median_words": float(train["text"].astype(str).str.split().str.len().median())}
 
     def validate(self, cfg: RunConfig, data: TaskData, prepared: Prepared, model, accelerator) -> dict:
-        from tunesmith.train.loop import predict_logits
+        from tunesmith.evaluate.inference import predict_logits
 
         logits, y = predict_logits(model, prepared.encoded["validation"], prepared.evaluation_collate,
                                    cfg.train.eval_batch_size, accelerator, self.logits)
@@ -60,7 +60,7 @@ class Classifier:
                run_dir: Path) -> dict:
         from tunesmith.evaluate.model_card import write_model_card
         from tunesmith.evaluate.report import write_report
-        from tunesmith.train.loop import predict_logits
+        from tunesmith.evaluate.inference import predict_logits
 
         model = prepared.model
         logits, ys = {}, {}

@@ -146,11 +146,12 @@ class SupervisedFineTuning:
         """Shared text checks on the rendered conversations (duplicates, near-duplicates, leakage,
         personal data, encoding) plus SFT checks: empty turns and a missing assistant turn (blocking:
         nothing to learn). Lengths against the context are added once the tokenizer is known."""
-        from tunesmith.data.audit import BLOCKING, _finding, check_encoding, check_exact, check_near, check_pii
-        from tunesmith.data.clean import _drop, apply_fixes
+        from tunesmith.data.audit import (BLOCKING, check_encoding, check_exact, check_near_conversations, check_pii,
+                                          finding)
+        from tunesmith.data.clean import drop_rows, apply_fixes
 
         frames = data.splits
-        findings = check_exact(frames) + check_near(frames, cfg.audit.near_duplicate_threshold)
+        findings = check_exact(frames) + check_near_conversations(frames, cfg.audit.near_duplicate_threshold)
         findings = [f for f in findings if f["check"] != "conflicting_duplicates"]
         findings += [check_pii(frames), check_encoding(frames)]
         empty, no_answer = [], []
@@ -161,9 +162,9 @@ class SupervisedFineTuning:
                 if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
                     no_answer.append({"split": split, "row": int(row)})
         findings += [
-            _finding("empty_turns", BLOCKING, empty, f"{len(empty)} conversations have an empty turn"
+            finding("empty_turns", BLOCKING, empty, f"{len(empty)} conversations have an empty turn"
                      if empty else "no empty turns"),
-            _finding("missing_assistant_turn", BLOCKING, no_answer, f"{len(no_answer)} conversations have no "
+            finding("missing_assistant_turn", BLOCKING, no_answer, f"{len(no_answer)} conversations have no "
                      "assistant answer to learn" if no_answer else "every conversation has an assistant answer"),
         ]
         report = {"rows": {s: int(len(df)) for s, df in frames.items()},
@@ -174,7 +175,7 @@ class SupervisedFineTuning:
         splits, fixes = apply_fixes(dict(frames), report, audit_cfg, cfg.train.seed)
         if cfg.data.drop_missing or cfg.audit.on_issue == "fix":
             rows = [r for f in findings if f["check"] in fixable for r in f["rows"]]
-            splits, n = _drop(splits, rows)
+            splits, n = drop_rows(splits, rows)
             fixes.append({"fix": "drop_incomplete", "rows": n, "detail": "conversations with an empty turn or no "
                                                                         "assistant answer"})
             report["blocking"] = [b for b in report["blocking"] if b not in fixable]
@@ -273,15 +274,15 @@ class SupervisedFineTuning:
                 raise UserError(f"{split}: no conversation fits model.max_length = {max_length} tokens with an "
                                 "answer left; raise model.max_length")
             encoded[split] = rows
-        from tunesmith.data.audit import WARNING, _finding
+        from tunesmith.data.audit import WARNING, finding
 
         rows = [{"split": s, "row": r} for s, rs in over.items() for r in rs]
         verb = "dropped" if cfg.sft.overlong == "drop" else "truncated"
-        finding = _finding("overlong", WARNING, rows, f"{len(rows)} conversations exceed model.max_length = "
+        overlong = finding("overlong", WARNING, rows, f"{len(rows)} conversations exceed model.max_length = "
                            f"{max_length} tokens and were {verb} (sft.overlong)" if rows else
                            f"every conversation fits in {max_length} tokens")
         return encoded, {"overlong": {s: {"count": len(r), "rows": r[:20]} for s, r in over.items()},
-                         "overlong_policy": cfg.sft.overlong, "audit_findings": [finding]}
+                         "overlong_policy": cfg.sft.overlong, "audit_findings": [overlong]}
 
     # -- objective -------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunesmith.evaluate.report import _CSS, _png, _table
+from tunesmith.evaluate.report import CSS, embed_png, html_table
 from tunesmith.io import atomic_write_text
 
 
@@ -91,7 +91,7 @@ def _plot(fn, study) -> str:
             return f"<p class='muted'>not available: {html.escape(str(err).splitlines()[0])}</p>"
     fig = np.ravel(ax)[0].figure if isinstance(ax, np.ndarray) else ax.figure
     fig.set_size_inches(9, 4)
-    return _png(fig)
+    return embed_png(fig)
 
 
 def _auto_section(summary: dict, gain: dict | None) -> list[str]:
@@ -136,7 +136,7 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
         + ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n) + "</p>",
         *_auto_section(summary, gain),
         "<h2>Best configuration</h2>",
-        _table(["parameter", "value"], [[k, v] for k, v in summary["best"]["params"].items()]),
+        html_table(["parameter", "value"], [[k, v] for k, v in summary["best"]["params"].items()]),
         f"<p>validation {summary['metric']} {summary['best']['value']:.4f} (trial {summary['best']['number']}). "
         + (f"Final run with test scores: <code>{html.escape(summary['final_run'])}</code> "
            "(its own report.html compares it with the baselines on the test split).</p>" if summary["final_run"] else "</p>"),
@@ -145,9 +145,9 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
         "<h2>Parameter importances</h2>",
         _plot(ov.plot_param_importances, study) if len(complete) >= 3 else "<p class='muted'>needs 3 completed trials</p>",
         "<h2>Slice plot</h2>", _plot(ov.plot_slice, study),
-        "<h2>Trials</h2>", _table(["trial", "state", "value", "evaluations", "parameters", ""], rows),
+        "<h2>Trials</h2>", html_table(["trial", "state", "value", "evaluations", "parameters", ""], rows),
     ]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith study</title><style>{_CSS}</style>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith study</title><style>{CSS}</style>"
             f"</head><body>{''.join(parts)}</body></html>")
     out = study_dir / "report.html"
     atomic_write_text(out, page)
