@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
