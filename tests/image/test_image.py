@@ -202,11 +202,12 @@ def test_frozen_features_are_computed_once_per_study(face_folder, tiny_cnn, tmp_
     assert memo.hits.get("features") == 1
 
 
-def test_lora_is_refused_for_images_with_a_reason(face_folder, tiny_cnn, tmp_path):
+def test_lora_is_refused_for_images_with_a_reason(tiny_cnn, tmp_path):
     """One line naming the field, its value and the valid choices (not the whole config), before data loads."""
     cfg = build_config(image_config(tmp_path / "no-such-folder", tiny_cnn, tmp_path, train={"method": "lora"}))
-    with pytest.raises(UserError, match=r"^config: train.method = 'lora': does not apply to task "
-                                        r"image-classification; use full \(with image.freeze_epochs\) or linear-probe$"):
+    expected = (r"^config: train.method = 'lora': does not apply to task image-classification; use full "
+                r"\(with image.freeze_epochs\) or linear-probe$")
+    with pytest.raises(UserError, match=expected):
         fine_tune(cfg)
 
 

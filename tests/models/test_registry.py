@@ -75,3 +75,21 @@ def test_revision_reaches_the_sft_base_model_and_the_lora_merge(tiny_lm, tmp_pat
     # the full run reloads its base for the comparison; export reloads the base under the adapter
     assert {c[3] for c in pretrained} == {REVISION}
     assert {c[0] for c in pretrained} == {"tunesmith.tasks.sft", "tunesmith.models.chat", "tunesmith.generate"}
+
+
+def test_revision_reaches_a_timm_hub_model(monkeypatch):
+    import timm
+
+    from tunesmith.errors import UserError
+    from tunesmith.models.vision import create_backbone
+
+    names = []
+
+    def offline(name, *args, **kwargs):
+        names.append(name)
+        raise OSError("offline")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(UserError, match="could not load it from the Hugging Face hub"):
+        create_backbone("timm/resnet18.a1_in1k", None, 2, revision=REVISION)
+    assert names == [f"hf-hub:timm/resnet18.a1_in1k@{REVISION}"]

@@ -1,10 +1,11 @@
 """Instruction / chat fine-tuning (SFT) of a causal language model.
 
-Rows become conversations (lists of {role, content}); the tokenizer's chat template renders them;
-the loss covers assistant tokens only (by default); optional packing keeps conversations from
-attending to each other. The run proves the stop token before training, and afterwards compares
-the tuned model with the base model on held-out conversations: response loss with a paired
-bootstrap, and generated answers (exact match, token F1, ROUGE-L) side by side in report.html.
+Rows become conversations (lists of {role, content}; tunesmith.data.chat); the tokenizer's chat
+template renders them; the loss covers assistant tokens only (by default); optional packing keeps
+conversations from attending to each other. The run proves the stop token before training, and
+afterwards compares the tuned model with the base model on held-out conversations
+(tunesmith.evaluate.generation): response loss with a paired bootstrap, and generated answers
+(exact match, token F1, ROUGE-L) side by side in report.html.
 """
 from __future__ import annotations
 
