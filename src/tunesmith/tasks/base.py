@@ -72,7 +72,7 @@ class Task(Protocol):
         of a study share the encoded splits and a frozen body's features)."""
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Training loss of one batch."""
+        """Training loss of one batch (a run trains on Prepared.loss instead, when prepare gives one)."""
 
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Model outputs used for prediction and metrics."""
