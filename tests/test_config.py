@@ -80,3 +80,19 @@ def test_shipped_examples_validate(example):
 
 def test_there_are_examples():
     assert EXAMPLES
+
+
+def test_validating_a_config_imports_neither_torch_nor_a_task_module():
+    """config knows the task names only; each task's own rules load with the task (tunesmith.tasks.configure)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from tunesmith.config import build_config\n"
+            "for task in ('text-classification', 'image-classification', 'sft'):\n"
+            "    build_config({'task': task, 'data': {'train': 'x.csv'}}, ['train.epochs=2'])\n"
+            "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')\n"
+            "               or m.startswith('tunesmith.tasks.'))\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

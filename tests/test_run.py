@@ -136,13 +136,27 @@ def test_class_weights_and_label_smoothing_change_the_loss(tiny_model, tmp_path)
     task = get_task("text-classification")
     data = task.load_data(cfg)
     prep = task.prepare(cfg, data)
-    w = task.class_weight
+    w = prep.loss.class_weight
     counts = data.splits["train"]["label"].value_counts()
     assert w[data.labels.index("neg")] / w[data.labels.index("pos")] == pytest.approx(counts["pos"] / counts["neg"])
+    assert prep.loss.label_smoothing == 0.1
     batch = prep.collate(prep.encoded["train"][:8])
-    smoothed = task.loss(prep.model, batch)
-    task.label_smoothing, task.class_weight = 0.0, None
-    assert not torch.isclose(smoothed, task.loss(prep.model, batch))
+    assert not torch.isclose(prep.loss(prep.model, batch), task.loss(prep.model, batch))  # the plain loss
+    assert vars(task) == {}  # the settings travel in Prepared, not on the task
+
+
+def test_training_minimises_the_runs_own_loss(tiny_model, tmp_path, monkeypatch):
+    """train.class_weights reaches the loss the loop optimises (not only the task's plain loss)."""
+    import tunesmith.train.loop as loop
+
+    seen = []
+    real = loop.train_loop
+    monkeypatch.setattr(loop, "train_loop", lambda loss, *a, **k: seen.append(loss) or real(loss, *a, **k))
+    train = tmp_path / "imb.csv"
+    df = make_rows(80)
+    df[(df["label"] == "pos") | (df.index % 4 == 1)].to_csv(train, index=False)
+    fine_tune(build_config(tiny_config(tiny_model, train, tmp_path, epochs=1, class_weights="balanced")))
+    assert len(seen) == 1 and seen[0].class_weight is not None
 
 
 def test_bad_config_is_rejected_before_the_model_loads(tiny_csv, tmp_path, monkeypatch):

@@ -89,7 +89,8 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(None, gt=0, description="Stop after this many evaluations "
                                                 "without improvement and restore the best checkpoint.")
     metric_for_best: Literal["accuracy", "macro_f1", "loss"] = Field("macro_f1", description="Validation "
-                                                                     "metric that picks the best checkpoint.")
+                                                                     "metric that picks the best checkpoint "
+                                                                     "(task sft: loss).")
     checkpoint_every_steps: int = Field(200, gt=0, description="Write a resumable checkpoint every N "
                                         "optimizer steps (and at every evaluation).")
     logging_steps: int = Field(10, gt=0, description="Log the training loss every N optimizer steps.")
@@ -245,7 +246,8 @@ class TuneConfig(_Strict):
     pruner: Literal["none", "median", "asha", "hyperband"] = Field("asha", description="Stop bad trials early "
                                                                    "from their per-evaluation validation scores.")
     metric: Literal["accuracy", "macro_f1", "loss"] = Field("macro_f1", description="Validation metric to "
-                                                            "optimise (loss is minimised, the others maximised).")
+                                                            "optimise (loss is minimised, the others maximised; "
+                                                            "task sft: loss).")
     n_trials: int | None = Field(20, gt=0, description="Finished trials (complete, pruned or failed) in the "
                                  "study, counted across all workers.")
     max_consecutive_failures: int = Field(3, gt=0, description="A worker whose trials fail this many times in a "
@@ -281,30 +283,18 @@ class RunConfig(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
+        # the task names only: each task checks the rest of the config itself (tunesmith.tasks.configure)
         from tunesmith.tasks import task_names
 
         if value not in task_names():
             raise ValueError(f"expected one of {', '.join(task_names())}")
         return value
 
-    @model_validator(mode="after")
-    def _fits_task(self) -> "RunConfig":
-        if self.task == "image-classification" and self.train.method == "lora":
-            raise ValueError("train.method = 'lora' does not apply to task image-classification: use full (with "
-                             "image.freeze_epochs) or linear-probe")
-        if self.task != "sft":
-            return self
-        # a language model is scored by its validation loss on the responses
-        if "metric_for_best" not in self.train.model_fields_set:
-            self.train.metric_for_best = "loss"
-        if "metric" not in self.tune.model_fields_set:
-            self.tune.metric = "loss"
-        if self.train.metric_for_best != "loss" or self.tune.metric != "loss":
-            raise ValueError("task sft is scored by validation loss: set train.metric_for_best and tune.metric "
-                             "to loss")
-        if self.train.method == "linear-probe":
-            raise ValueError("train.method = 'linear-probe' does not apply to task sft: use lora or full")
-        return self
+
+def field_error(field: str, value: Any, why: str) -> UserError:
+    """The one line for a value a task cannot use, in the form of every config error:
+    `config: train.method = 'lora': does not apply to task X; use full or linear-probe`."""
+    return UserError(f"config: {field} = {value!r}: {why}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -62,6 +62,7 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
+    from tunesmith.models.registry import ModelRef
     from tunesmith.run import load_run
 
     quiet_hf()
@@ -70,15 +71,17 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{run.path}: no LoRA adapter (train.method was {run.config.train.method}); its model/ folder "
                         "is already a plain model")
+    # the base the adapter was trained on: the recorded source at the configured revision
     source = json.loads((run.path / "data_report.json").read_text())["model_source"]
+    ref = ModelRef.from_config(run.config.model, source)
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     if run.config.task == "sft":
-        base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(ref.source, dtype=torch.float32, **ref.from_pretrained_kwargs())
     else:
         labels = run.results.get("labels") or json.loads((run.path / "data_report.json").read_text())["labels"]
         base = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)})
+            ref.source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, **ref.from_pretrained_kwargs())
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()

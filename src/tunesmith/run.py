@@ -45,6 +45,7 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path}: not a tunesmith run folder (no config.yaml)")
+    # the resolved config fine_tune saved: its task's defaults and rules were applied before it ran
     cfg = build_config(yaml.safe_load((path / "config.yaml").read_text()), source=str(path / "config.yaml"))
     status = json.loads((path / STATUS).read_text())["status"] if (path / STATUS).is_file() else "unknown"
     results = json.loads((path / "results.json").read_text()) if (path / "results.json").is_file() else {}
@@ -137,13 +138,16 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
             raise UserError(f"{resume}: cannot resume: not a tunesmith run folder (no config.yaml)")
         cfg = load_config(resume / "config.yaml", list(overrides))
     elif isinstance(config, RunConfig):
-        cfg = build_config(config.model_dump(mode="json"), list(overrides))
+        # only the fields that were set: a task's defaults (tunesmith.tasks.configure) fill the others
+        cfg = build_config(config.model_dump(mode="json", exclude_unset=True), list(overrides))
     else:
         cfg = load_config(config, list(overrides))
 
     from accelerate.utils import broadcast_object_list
 
-    from tunesmith.tasks import get_task
+    from tunesmith.tasks import configure, get_task
+
+    cfg = configure(cfg)  # the task's own defaults and rules, before any data loads
 
     memo = memo or Memo(enabled=False)
     task = get_task(cfg.task)
@@ -208,7 +212,8 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     folder.mkdir(exist_ok=True)
     phase.enter(prepared.model)
     view = replace(prepared, encoded=phase.encoded, collate=phase.collate, eval_collate=phase.eval_collate)
-    result = train_loop(task, prepared.model, phase.encoded["train"], [1] * len(phase.encoded["train"]),
+    loss = prepared.loss or task.loss  # this run's loss (e.g. class-weighted), else the task's
+    result = train_loop(loss, prepared.model, phase.encoded["train"], [1] * len(phase.encoded["train"]),
                         phase.collate, lambda model: task.validate(cfg, data, view, model, accelerator), cfg.train,
                         phase.epochs, phase.learning_rate, folder, accelerator, resume=resuming)
     for param in prepared.model.parameters():
@@ -261,7 +266,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     accelerator.wait_for_everyone()
 
     warmup = _warmup(cfg, task, data, prepared, run_dir, accelerator, resuming)
-    result = train_loop(task, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
+    loss = prepared.loss or task.loss  # this run's loss (e.g. class-weighted), else the task's
+    result = train_loop(loss, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
                         lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
                         run_dir, accelerator, resume=resuming, callbacks=callbacks, param_groups=prepared.param_groups)
     training = {**({"warmup": warmup} if warmup else {}),

@@ -202,9 +202,25 @@ def test_frozen_features_are_computed_once_per_study(face_folder, tiny_cnn, tmp_
     assert memo.hits.get("features") == 1
 
 
-def test_lora_is_refused_for_images_with_a_reason(face_folder, tiny_cnn, tmp_path):
-    with pytest.raises(UserError, match="does not apply to task image-classification"):
-        build_config(image_config(face_folder, tiny_cnn, tmp_path, train={"method": "lora"}))
+def test_lora_is_refused_for_images_with_a_reason(tiny_cnn, tmp_path):
+    """One line naming the field, its value and the valid choices (not the whole config), before data loads."""
+    cfg = build_config(image_config(tmp_path / "no-such-folder", tiny_cnn, tmp_path, train={"method": "lora"}))
+    expected = (r"^config: train.method = 'lora': does not apply to task image-classification; use full "
+                r"\(with image.freeze_epochs\) or linear-probe$")
+    with pytest.raises(UserError, match=expected):
+        fine_tune(cfg)
+
+
+def test_the_task_keeps_no_state_between_runs(face_folder, tiny_cnn, tmp_path):
+    """The frozen features and the loss settings travel in Prepared: one task object serves any run."""
+    from tunesmith.tasks import get_task
+
+    cfg = build_config(image_config(face_folder, tiny_cnn, tmp_path, train={"method": "linear-probe"}))
+    task = get_task(cfg.task)
+    prepared = task.prepare(cfg, task.load_data(cfg))
+    assert vars(task) == {}
+    assert set(prepared.frozen_features) == {"train", "validation", "test"}
+    assert prepared.loss.class_weight is None and prepared.loss.label_smoothing == 0.0
 
 
 def test_image_demo_data_is_a_class_folder_of_real_digits(tmp_path, monkeypatch):

@@ -244,10 +244,19 @@ def test_overlong_conversations_truncate_or_drop(tmp_path, tiny_lm):
 
 
 def test_sft_config_is_scored_by_loss(tiny_lm, tmp_path):
-    cfg = build_config(sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path))
+    from tunesmith.tasks import configure
+
+    cfg = configure(build_config(sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path)))
     assert cfg.train.metric_for_best == "loss" and cfg.tune.metric == "loss"
-    with pytest.raises(UserError, match="does not apply to task sft"):
-        build_config({**sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path), "train": {"method": "linear-probe"}})
+    assert configure(cfg) == cfg  # a resolved config (as saved in a run folder) passes again unchanged
+    with pytest.raises(UserError, match=r"^config: train.method = 'linear-probe': does not apply to task sft; use "
+                                        r"lora or full$"):
+        configure(build_config({**sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path),
+                                "train": {"method": "linear-probe"}}))
+    with pytest.raises(UserError, match=r"^config: tune.metric = 'accuracy': task sft is scored by validation loss"):
+        configure(build_config(sft_config(tiny_lm, tmp_path / "x.jsonl", tmp_path), ["tune.metric=accuracy"]))
+    with pytest.raises(UserError, match=r"^config: train.metric_for_best = 'macro_f1'"):  # before any data loads
+        fine_tune(build_config(sft_config(tiny_lm, tmp_path / "missing.jsonl", tmp_path, metric_for_best="macro_f1")))
 
 
 def test_examples_config_is_the_sft_demo():

@@ -8,12 +8,15 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from tunesmith.models.chat import IGNORE
+from tunesmith.models.chat import IGNORE, prompt_ids
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tunesmith.config import EvalConfig
 
 
 def _normalize(text: str) -> list[str]:
@@ -99,3 +102,47 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], stop_id: in
         answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
     model.train(was_training)
     return answers
+
+
+def held_out_prompts(conversations: Iterable[list[dict]], limit: int) -> list[dict]:
+    """Conversations cut before their last assistant turn: the prompt, and that turn as the reference
+    (at most `limit`, in order; conversations whose first turn is the answer are skipped)."""
+    out = []
+    for msgs in conversations:
+        if len(out) >= limit:
+            break
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+        if last is not None and last > 0:
+            out.append({"prompt": msgs[:last], "reference": msgs[last]["content"]})
+    return out
+
+
+def compare_with_base(model, base: ContextManager, tokenizer, splits: dict[str, Sequence[dict]],
+                      losses: Callable[[object, Sequence[dict]], tuple[np.ndarray, np.ndarray]],
+                      samples: list[dict], stop_id: int, max_new_tokens: int, accelerator, settings: EvalConfig,
+                      seed: int) -> dict:
+    """The tuned model against the pre-trained one (`base`: a context that yields it): the response loss of
+    each split with a paired bootstrap of the reduction, and greedy answers to `samples` (held_out_prompts)
+    scored against their references. `losses(model, examples)` gives (sums, counts) per example (e.g.
+    response_losses); every process takes part in it, and only the main process gets the result ({} elsewhere):
+    {split: {loss..., base, loss_reduction}, "generation": scores, "answers": {base, tuned},
+    "tuned_losses": {split: (sums, counts)}}."""
+    tuned = {s: losses(model, examples) for s, examples in splits.items()}
+    prompts = [prompt_ids(tokenizer, s["prompt"]) for s in samples]
+    with base as pretrained:
+        before = {s: losses(pretrained, examples) for s, examples in splits.items()}
+        if not accelerator.is_main_process:
+            return {}
+        base_answers = generate_answers(pretrained, tokenizer, prompts, stop_id, max_new_tokens)
+    # after the context: a LoRA model's base is the same module with its adapter off
+    tuned_answers = generate_answers(accelerator.unwrap_model(model), tokenizer, prompts, stop_id, max_new_tokens)
+    out: dict = {s: {**loss_summary(*tuned[s]), "base": loss_summary(*before[s]),
+                     "loss_reduction": compare_losses(before[s], tuned[s], settings.bootstrap_resamples,
+                                                      settings.confidence_level, seed)} for s in splits}
+    if samples:
+        refs = [s["reference"] for s in samples]
+        out["generation"] = {"tuned": generation_scores(tuned_answers, refs),
+                             "base": generation_scores(base_answers, refs), "max_new_tokens": max_new_tokens}
+        out["answers"] = {"base": base_answers, "tuned": tuned_answers}
+    out["tuned_losses"] = tuned
+    return out

@@ -9,11 +9,15 @@ block-diagonally).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
 from tunesmith.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tunesmith.models.registry import ModelRef
 
 IGNORE = -100  # label of tokens that carry no loss
 
@@ -170,3 +174,23 @@ class ChatCollator:
             else:
                 out["attention_mask"].append([1] * len(ex["input_ids"]) + [0] * pad)
         return {k: torch.tensor(v) for k, v in out.items()}
+
+
+@contextmanager
+def base_model(model: torch.nn.Module, ref: "ModelRef") -> Iterator[torch.nn.Module]:
+    """The pre-trained model behind a tuned one, for comparison: the adapter switched off (LoRA), or the
+    model `ref` names loaded afresh (same revision), with the tuned model's vocabulary and generation config."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        with model.disable_adapter():
+            yield model
+        return
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(ref.source, dtype=torch.float32, **ref.from_pretrained_kwargs())
+    base.config.use_cache = False
+    if base.get_input_embeddings().num_embeddings < model.get_input_embeddings().num_embeddings:
+        base.resize_token_embeddings(model.get_input_embeddings().num_embeddings)
+    base.generation_config = model.generation_config
+    yield base.to(next(model.parameters()).device)

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from tunesmith.models.registry import ModelRef
 
-def embed_texts(source: str, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised mean-pooled last hidden states of the *pre-trained* encoder (no fine-tuning)."""
+
+def embed_texts(ref: ModelRef, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised mean-pooled last hidden states of the *pre-trained* encoder `ref` (no fine-tuning)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(ref.source, **ref.from_pretrained_kwargs())
+    model = AutoModel.from_pretrained(ref.source, **ref.from_pretrained_kwargs()).eval()
     order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.no_grad():

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tunesmith.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tunesmith.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,25 @@ def resolve_model(name: str) -> ResolvedModel:
         raise UserError(f"model.name = {name!r}: no such folder, and not a registry name "
                         f"({', '.join(_REGISTRY)}) or a hub id (org/name)")
     return ResolvedModel(name, "hub")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One pre-trained model as every loader must see it: where from_pretrained finds it, which hub
+    revision, and whether its own code may run. Built once from the config (model.*) and passed to
+    every place that loads the model or its tokenizer, so a reload never drifts to another revision."""
+    source: str  # a local folder or a hub id
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_config(cls, model: "ModelConfig", source: str | None = None) -> "ModelRef":
+        """The configured model: `model.name` resolved, or `source` where the run recorded it."""
+        return cls(source or resolve_model(model.name).source, model.revision, model.trust_remote_code)
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every `from_pretrained(self.source, ...)` call takes."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
 
 
 def hub_error(name: str, err: Exception) -> UserError:

@@ -110,9 +110,10 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> 
                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-def create_backbone(name: str, weights: str | Path | None, num_classes: int, drop_rate: float | None = None
-                    ) -> tuple[nn.Module, str]:
-    """A timm model with its pretrained weights and a new head; returns (model, where the weights came from)."""
+def create_backbone(name: str, weights: str | Path | None, num_classes: int, drop_rate: float | None = None,
+                    revision: str | None = None) -> tuple[nn.Module, str]:
+    """A timm model with its pretrained weights and a new head; returns (model, where the weights came from).
+    `revision` (model.revision) pins a hub model's branch, tag or commit."""
     import timm
 
     from tunesmith.models.registry import get_asset, hub_error, list_models
@@ -144,8 +145,10 @@ def create_backbone(name: str, weights: str | Path | None, num_classes: int, dro
         return model, str(folder.resolve())
     if name.startswith(("hf-hub:", "timm/")):
         try:
-            model = timm.create_model(name if name.startswith("hf-hub:") else f"hf-hub:{name}", pretrained=True,
-                                      **kwargs)
+            hub = name if name.startswith("hf-hub:") else f"hf-hub:{name}"
+            if revision and "@" not in hub:
+                hub += f"@{revision}"  # timm's spelling of a hub revision
+            model = timm.create_model(hub, pretrained=True, **kwargs)
         except Exception as err:  # offline, typo, gated: one line
             raise hub_error(name, err) from None
         return model, name

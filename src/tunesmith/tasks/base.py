@@ -44,6 +44,10 @@ class Prepared:
     warmup: Phase | None = None  # trained first, then the main stage
     param_groups: Callable[[torch.nn.Module, float], list[dict]] | None = None  # main-stage optimizer groups
     # (e.g. discriminative learning rates); None: every trainable weight at the run's learning rate
+    loss: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None  # the training loss
+    # when this run's data decides it (class weights, label smoothing); None: the task's own `loss`
+    frozen_features: dict[str, torch.Tensor] | None = None  # the pre-trained body's features of every split,
+    # when prepare computed them (the baselines reuse them)
 
     @property
     def evaluation_collate(self) -> Callable:
@@ -52,6 +56,10 @@ class Prepared:
 
 class Task(Protocol):
     name: str
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        """The config with this task's defaults applied and its rules checked, before any data loads
+        (a value the task cannot use raises UserError naming the field; see config.field_error)."""
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         """Read and check the configured files; split when needed."""
@@ -68,7 +76,7 @@ class Task(Protocol):
         of a study share the encoded splits and a frozen body's features)."""
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Training loss of one batch."""
+        """Training loss of one batch (a run trains on Prepared.loss instead, when prepare gives one)."""
 
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Model outputs used for prediction and metrics."""

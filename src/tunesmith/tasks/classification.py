@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,27 +19,43 @@ from tunesmith.io import atomic_write_json
 from tunesmith.tasks.base import Prepared, TaskData
 
 
-class Classifier:
-    """Mixin: `validate` and `finish` for tasks whose outputs are class logits."""
-
-    input_name = "text"  # what a row's `text` column holds, as named in predictions files
+@dataclass(frozen=True)
+class ClassLoss:
+    """Cross-entropy of a task's class logits, weighted and smoothed as this run's data and config say."""
+    logits: Callable[[torch.nn.Module, dict], torch.Tensor]  # the task's logits(model, batch)
     class_weight: torch.Tensor | None = None
-    label_smoothing = 0.0
+    label_smoothing: float = 0.0
 
-    def set_loss(self, cfg: RunConfig, data: TaskData) -> None:
-        """Class weights (train.class_weights=balanced or audit.balance=reweight) and label smoothing."""
-        train = data.splits["train"]
-        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
-            counts = train["label"].value_counts()
-            freq = np.array([counts.get(l, 0) for l in data.labels], dtype=np.float64)
-            self.class_weight = torch.tensor(len(train) / (len(data.labels) * freq), dtype=torch.float32)
-        self.label_smoothing = cfg.train.label_smoothing
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.logits(model, batch).float()
         weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
         target = batch.get("targets", batch["labels"])  # mixup/cutmix give class probabilities
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+
+
+class Classifier:
+    """Mixin: `validate` and `finish` for tasks whose outputs are class logits."""
+
+    input_name = "text"  # what a row's `text` column holds, as named in predictions files
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        """No rules beyond the config's own (a task with some overrides this)."""
+        return cfg
+
+    def class_loss(self, cfg: RunConfig, data: TaskData) -> ClassLoss:
+        """The training loss: class weights (train.class_weights=balanced or audit.balance=reweight) and
+        label smoothing, from the training split; prepare puts it in Prepared.loss."""
+        weight = None
+        train = data.splits["train"]
+        if cfg.train.class_weights == "balanced" or cfg.audit.balance == "reweight":
+            counts = train["label"].value_counts()
+            freq = np.array([counts.get(l, 0) for l in data.labels], dtype=np.float64)
+            weight = torch.tensor(len(train) / (len(data.labels) * freq), dtype=torch.float32)
+        return ClassLoss(self.logits, weight, cfg.train.label_smoothing)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Plain cross-entropy (a run trains with its Prepared.loss, which weights and smooths it)."""
+        return ClassLoss(self.logits)(model, batch)
 
     def metrics(self, y_true: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
         from tunesmith.evaluate.metrics import classification_metrics

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, field_error
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.memo import Memo, audit_key, key
 from tunesmith.tasks import register_task
@@ -72,6 +72,13 @@ class ImageClassification(Classifier):
     input_name = "image"
     default_lr = {"full": 1e-3, "linear-probe": 1e-2, "lora": 1e-3}
 
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        """LoRA adapts attention projections, which a CNN backbone does not have."""
+        if cfg.train.method == "lora":
+            raise field_error("train.method", cfg.train.method, "does not apply to task image-classification; use "
+                              "full (with image.freeze_epochs) or linear-probe")
+        return cfg
+
     # -- data ------------------------------------------------------------------------------
     def data_settings(self, cfg: RunConfig) -> dict:
         """Loading reads the image column, label names, max_side and skip_unreadable; the rest is training."""
@@ -119,7 +126,8 @@ class ImageClassification(Classifier):
 
         memo = memo or Memo(enabled=False)
         labels = data.labels
-        model, source = create_backbone(cfg.model.name, cfg.model.weights, len(labels), cfg.model.dropout)
+        model, source = create_backbone(cfg.model.name, cfg.model.weights, len(labels), cfg.model.dropout,
+                                        cfg.model.revision)
         if cfg.image.batchnorm == "frozen":
             from timm.layers import freeze_batch_norm_2d
 
@@ -158,13 +166,11 @@ class ImageClassification(Classifier):
             groups = self._layer_groups(cfg)
         elif method == "full":
             groups = self._layer_groups(cfg)
-        self.set_loss(cfg, data)
-        self._features = feats
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, pre.size, pre.size),
                                 "mean": pre.mean, "std": pre.std, "crop_pct": 1.0}
         return Prepared(model=model, encoded=main_encoded, lengths=[1] * len(main_encoded["train"]),
                         collate=main_collate, eval_collate=main_eval, preprocessor=pre, warmup=warmup,
-                        param_groups=groups,
+                        param_groups=groups, loss=self.class_loss(cfg, data), frozen_features=feats,
                         resolved={"model_source": source, "model_kind": "timm", "max_length": None,
                                   "image_size": pre.size, "mean": list(pre.mean), "std": list(pre.std),
                                   "feature_cache": bool(faithful), "feature_seconds": feature_seconds,
@@ -201,8 +207,8 @@ class ImageClassification(Classifier):
         out: dict[str, np.ndarray] = {}
         if "majority_class" in cfg.eval.baselines:
             out["majority_class"] = B.majority_class(y["train"], len(data.splits["test"]), len(data.labels))
-        if "linear_probe" in cfg.eval.baselines and self._features is not None:
-            f = {s: self._features[s].numpy() for s in ("train", "validation", "test")}
+        if "linear_probe" in cfg.eval.baselines and prepared.frozen_features is not None:
+            f = {s: prepared.frozen_features[s].numpy() for s in ("train", "validation", "test")}
             out["linear_probe"], _ = B.tuned_linear_probe(f["train"], y["train"], f["validation"], y["validation"],
                                                           f["test"], len(data.labels))
         return out

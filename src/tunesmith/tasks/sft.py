@@ -1,120 +1,50 @@
 """Instruction / chat fine-tuning (SFT) of a causal language model.
 
-Rows become conversations (lists of {role, content}); the tokenizer's chat template renders them;
-the loss covers assistant tokens only (by default); optional packing keeps conversations from
-attending to each other. The run proves the stop token before training, and afterwards compares
-the tuned model with the base model on held-out conversations: response loss with a paired
-bootstrap, and generated answers (exact match, token F1, ROUGE-L) side by side in report.html.
+Rows become conversations (lists of {role, content}; tunesmith.data.chat); the tokenizer's chat
+template renders them; the loss covers assistant tokens only (by default); optional packing keeps
+conversations from attending to each other. The run proves the stop token before training, and
+afterwards compares the tuned model with the base model on held-out conversations
+(tunesmith.evaluate.generation): response loss with a paired bootstrap, and generated answers
+(exact match, token F1, ROUGE-L) side by side in report.html.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from tunesmith.config import RunConfig
-from tunesmith.data.load import ROW, blank, read_table
+from tunesmith.config import RunConfig, field_error
+from tunesmith.data.chat import conversations, mask_conversations, split_off
+from tunesmith.data.load import ROW, read_table
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models import chat
 from tunesmith.models.methods import apply_method, save_model
-from tunesmith.models.registry import hub_error, resolve_model
+from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Prepared, TaskData
-
-ROLES = ("system", "user", "assistant")
-
-
-def _cell_messages(value, where: str) -> list[dict]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise UserError(f"{where}: messages are not a JSON list of {{role, content}}") from None
-    if not isinstance(value, (list, tuple, np.ndarray)) or not len(value):
-        raise UserError(f"{where}: expected a non-empty list of {{role, content}} messages, found {type(value).__name__}")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise UserError(f"{where}: message {i + 1} is not an object with 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise UserError(f"{where}: message {i + 1} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
-        out.append({"role": m["role"], "content": "" if m["content"] is None else str(m["content"])})
-    return out
-
-
-def conversations(df: pd.DataFrame, path: Path, cfg: RunConfig) -> pd.DataFrame:
-    """The rows of one file as conversations (column `messages`), with `text` (a plain rendering, for
-    the audit) and the row number. The layout comes from sft.format or, with auto, from the columns."""
-    s = cfg.sft
-    columns = [c for c in df.columns if c != ROW]
-    fmt = s.format
-    if fmt == "auto":
-        if s.messages_column in columns:
-            fmt = "messages"
-        elif {"instruction", "output"} <= set(columns):
-            fmt = "alpaca"
-        elif {s.prompt_column, s.response_column} <= set(columns):
-            fmt = "prompt-response"
-        else:
-            raise UserError(f"{path}: cannot tell the data layout from the columns ({', '.join(map(str, columns))}); "
-                            f"expected a {s.messages_column!r} column of chat turns, instruction/input/output "
-                            f"columns, or {s.prompt_column!r} and {s.response_column!r} (sft.prompt_column, "
-                            "sft.response_column)")
-    need = {"messages": [s.messages_column], "alpaca": ["instruction", "output"],
-            "prompt-response": [s.prompt_column, s.response_column]}[fmt]
-    for col in need:
-        if col not in columns:
-            raise UserError(f"{path}: no column {col!r} (sft.format {fmt}); columns found: {', '.join(map(str, columns))}")
-    where = "line" if path.suffix.lower() != ".parquet" else "row"
-    used = need + (["input"] if fmt == "alpaca" and "input" in columns else [])
-    missing = {c: blank(df[c]).to_numpy() for c in used}
-
-    def text(col: str, i: int) -> str:  # a cell as text; missing or blank cells are ''
-        return "" if col not in missing or missing[col][i] else str(df[col].iat[i])
-
-    rows = []
-    for i, row in enumerate(df[ROW]):
-        if fmt == "messages":
-            value = df[s.messages_column].iat[i]
-            msgs = [] if missing[s.messages_column][i] else _cell_messages(value, f"{path}: {where} {row}")
-        elif fmt == "alpaca":
-            prompt = text("instruction", i) + (f"\n\n{text('input', i)}" if text("input", i) else "")
-            msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": text("output", i)}]
-        else:
-            msgs = [{"role": "user", "content": text(s.prompt_column, i)},
-                    {"role": "assistant", "content": text(s.response_column, i)}]
-        if s.system_prompt and msgs and msgs[0]["role"] != "system":
-            msgs = [{"role": "system", "content": s.system_prompt}, *msgs]
-        rows.append({"messages": msgs, ROW: int(row)})
-    out = pd.DataFrame(rows, columns=["messages", ROW])
-    out["text"] = out["messages"].map(plain_text)
-    out["label"] = "conversation"  # one class: the shared audit checks need a label column
-    return out
-
-
-def plain_text(messages: list[dict]) -> str:
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-
-
-def _split(df: pd.DataFrame, size: float, seed: int, what: str, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import train_test_split
-
-    n_out = max(1, round(len(df) * size))
-    if n_out >= len(df):
-        raise UserError(f"{source}: {len(df)} conversations are too few to split off a {what} set; give data.{what} "
-                        "as a file")
-    keep, out = train_test_split(df, test_size=n_out, random_state=seed)
-    return keep.reset_index(drop=True), out.reset_index(drop=True)
 
 
 @register_task("sft")
 class SupervisedFineTuning:
     name: str
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        """A language model is scored by its validation loss on the responses (the default, and the only
+        choice), and trains all or LoRA weights (a linear probe has no head to train)."""
+        cfg = cfg.model_copy(deep=True)
+        if "metric_for_best" not in cfg.train.model_fields_set:
+            cfg.train.metric_for_best = "loss"
+        if "metric" not in cfg.tune.model_fields_set:
+            cfg.tune.metric = "loss"
+        for field, value in (("train.metric_for_best", cfg.train.metric_for_best), ("tune.metric", cfg.tune.metric)):
+            if value != "loss":
+                raise field_error(field, value, "task sft is scored by validation loss; use loss")
+        if cfg.train.method == "linear-probe":
+            raise field_error("train.method", cfg.train.method, "does not apply to task sft; use lora or full")
+        return cfg
 
     # -- data ------------------------------------------------------------------------------
     def data_settings(self, cfg: RunConfig) -> dict:
@@ -130,15 +60,16 @@ class SupervisedFineTuning:
             path = getattr(d, split)
             if path is None:
                 continue
-            frames[split] = conversations(read_table(path), Path(path), cfg)
+            frames[split] = conversations(read_table(path), Path(path), cfg.sft)
             report[split] = {"file": str(path), "conversations": len(frames[split])}
         if d.max_train_rows and len(frames["train"]) > d.max_train_rows:
             frames["train"] = frames["train"].sample(d.max_train_rows, random_state=cfg.train.seed).reset_index(drop=True)
         if "test" not in frames:
-            frames["train"], frames["test"] = _split(frames["train"], d.test_size, cfg.train.seed, "test", str(d.train))
+            frames["train"], frames["test"] = split_off(frames["train"], d.test_size, cfg.train.seed, "test",
+                                                        str(d.train))
         if "validation" not in frames:
-            frames["train"], frames["validation"] = _split(frames["train"], d.validation_size / (1 - d.test_size),
-                                                           cfg.train.seed + 1, "validation", str(d.train))
+            frames["train"], frames["validation"] = split_off(frames["train"], d.validation_size / (1 - d.test_size),
+                                                              cfg.train.seed + 1, "validation", str(d.train))
         splits = {k: frames[k] for k in ("train", "validation", "test")}
         return TaskData(splits=splits, labels=[], data_report={"files": report})
 
@@ -180,13 +111,10 @@ class SupervisedFineTuning:
                                                                         "assistant answer"})
             report["blocking"] = [b for b in report["blocking"] if b not in fixable]
         if cfg.audit.mask_pii:
-            from tunesmith.data.pii import mask_pii
-
             n = 0
             for split, df in splits.items():
-                masked = df["messages"].map(lambda ms: [{**m, "content": mask_pii(m["content"])} for m in ms])
-                n += int((masked.map(plain_text) != df["text"]).sum())
-                splits[split] = df.assign(messages=masked, text=masked.map(plain_text))
+                splits[split], changed = mask_conversations(df)
+                n += changed
             fixes.append({"fix": "mask_pii", "rows": n, "detail": "e-mail addresses, phone and card numbers masked"})
         report["fixes"] = fixes
         for split, df in splits.items():
@@ -206,7 +134,7 @@ class SupervisedFineTuning:
 
         memo = memo or Memo(enabled=False)
         resolved = resolve_model(cfg.model.name)
-        kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        kwargs = ModelRef.from_config(cfg.model, resolved.source).from_pretrained_kwargs()
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=torch.float32, **kwargs)
@@ -302,38 +230,30 @@ class SupervisedFineTuning:
     # -- after training ----------------------------------------------------------------------
     def finish(self, cfg: RunConfig, data: TaskData, prepared: Prepared, accelerator, training: dict,
                run_dir: Path) -> dict:
+        """Tuned against base model (response loss, generated answers), then the model, results and report."""
         from tunesmith.evaluate import generation as G
 
         model, tokenizer = prepared.model, prepared.preprocessor
-        stop_id = prepared.resolved["stop_token_id"]
         splits = ["validation", "test"] if cfg.eval.test else ["validation"]
-        tuned = {s: G.response_losses(model, prepared.encoded[s], prepared.collate, cfg.train.eval_batch_size,
-                                      accelerator) for s in splits}
-        with _base_model(accelerator.unwrap_model(model), prepared.resolved["model_source"]) as base:
-            base_losses = {s: G.response_losses(base, prepared.encoded[s], prepared.collate,
-                                                cfg.train.eval_batch_size, accelerator) for s in splits}
-            if not accelerator.is_main_process:
-                return {}
-            samples = self._held_out_prompts(data, cfg) if cfg.eval.test else []
-            prompts = [chat.prompt_ids(tokenizer, s["prompt"]) for s in samples]
-            base_answers = G.generate_answers(base, tokenizer, prompts, stop_id, cfg.sft.max_new_tokens)
-        tuned_answers = G.generate_answers(accelerator.unwrap_model(model), tokenizer, prompts, stop_id,
-                                           cfg.sft.max_new_tokens)
-        e = cfg.eval
+        samples = G.held_out_prompts(data.splits["test"]["messages"], cfg.sft.eval_generations) if cfg.eval.test \
+            else []
+        ref = ModelRef.from_config(cfg.model, prepared.resolved["model_source"])
+        compared = G.compare_with_base(
+            model, chat.base_model(accelerator.unwrap_model(model), ref), tokenizer,
+            {s: prepared.encoded[s] for s in splits},
+            lambda m, examples: G.response_losses(m, examples, prepared.collate, cfg.train.eval_batch_size,
+                                                  accelerator),
+            samples, prepared.resolved["stop_token_id"], cfg.sft.max_new_tokens, accelerator, cfg.eval, cfg.train.seed)
+        if not accelerator.is_main_process:
+            return {}
+        answers = compared.pop("answers", None)
+        tuned = compared.pop("tuned_losses")
         results: dict = {"task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": [],
                          "training": training, "chat_template": prepared.resolved["chat_template"],
-                         "stop_token": prepared.resolved["stop_token"]}
-        for s in splits:
-            results[s] = {**G.loss_summary(*tuned[s]), "base": G.loss_summary(*base_losses[s]),
-                          "loss_reduction": G.compare_losses(base_losses[s], tuned[s], e.bootstrap_resamples,
-                                                             e.confidence_level, cfg.train.seed)}
-        if samples:
-            refs = [s["reference"] for s in samples]
-            results["generation"] = {"tuned": G.generation_scores(tuned_answers, refs),
-                                     "base": G.generation_scores(base_answers, refs),
-                                     "max_new_tokens": cfg.sft.max_new_tokens}
-            table = pd.DataFrame({"prompt": [s["prompt"][-1]["content"] for s in samples], "reference": refs,
-                                  "base": base_answers, "tuned": tuned_answers})
+                         "stop_token": prepared.resolved["stop_token"], **compared}
+        if answers is not None:
+            table = pd.DataFrame({"prompt": [s["prompt"][-1]["content"] for s in samples],
+                                  "reference": [s["reference"] for s in samples], **answers})
             tmp = run_dir / ".generations.csv.tmp"
             table.to_csv(tmp, index=False)
             tmp.replace(run_dir / "generations.csv")
@@ -351,46 +271,9 @@ class SupervisedFineTuning:
             write_report(run_dir)
         return results
 
-    def _held_out_prompts(self, data: TaskData, cfg: RunConfig) -> list[dict]:
-        """Test conversations cut before their last assistant turn: the prompt, and that turn as reference."""
-        out = []
-        for msgs in data.splits["test"]["messages"]:
-            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
-            if last is not None and last > 0:
-                out.append({"prompt": msgs[:last], "reference": msgs[last]["content"]})
-            if len(out) >= cfg.sft.eval_generations:
-                break
-        return out
-
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
         """The merged model with its tokenizer (chat template included) and a generation config that
         stops on the end-of-turn token; a LoRA run also keeps adapter/."""
         model.config.use_cache = True  # off for training only
         save_model(model, prepared.preprocessor, folder)
 
-
-class _base_model:
-    """The pre-trained model, for comparison: the adapter switched off (LoRA), or loaded afresh."""
-
-    def __init__(self, model, source: str) -> None:
-        self.model, self.source, self.ctx = model, source, None
-
-    def __enter__(self):
-        from peft import PeftModel
-
-        if isinstance(self.model, PeftModel):
-            self.ctx = self.model.disable_adapter()
-            self.ctx.__enter__()
-            return self.model
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
-        base.config.use_cache = False
-        if base.get_input_embeddings().num_embeddings < self.model.get_input_embeddings().num_embeddings:
-            base.resize_token_embeddings(self.model.get_input_embeddings().num_embeddings)
-        base.generation_config = self.model.generation_config
-        return base.to(next(self.model.parameters()).device)
-
-    def __exit__(self, *exc) -> None:
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)

@@ -13,7 +13,7 @@ from tunesmith.data.split import check_label_sets, make_splits, sample_stratifie
 from tunesmith.errors import UserError
 from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models.methods import apply_method, save_model
-from tunesmith.models.registry import hub_error, resolve_model
+from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
@@ -73,7 +73,7 @@ class TextClassification(Classifier):
 
         memo = memo or Memo(enabled=False)
         resolved = resolve_model(cfg.model.name)
-        kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        kwargs = ModelRef.from_config(cfg.model, resolved.source).from_pretrained_kwargs()
         labels = data.labels
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
@@ -108,9 +108,9 @@ class TextClassification(Classifier):
                 encoded, collate, lengths, feature_cache = F_.id_examples(encoded, feats), F_.collate_ids, \
                     [1] * len(lengths), True
 
-        self.set_loss(cfg, data)
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
         return Prepared(model=model, encoded=encoded, lengths=lengths, collate=collate, preprocessor=tokenizer,
+                        loss=self.class_loss(cfg, data),
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
                                   "model_limit": model_limit, "feature_cache": feature_cache})
@@ -153,15 +153,17 @@ class TextClassification(Classifier):
         if "tfidf_logreg" in names:
             out["tfidf_logreg"] = B.tfidf_logreg(train["text"].astype(str).tolist(), train_y, test_texts, len(labels))
         if {"linear_probe", "zero_shot"} & set(names):
-            source, max_length = prepared.resolved["model_source"], prepared.resolved["max_length"]
-            test_emb = embed_texts(source, test_texts, max_length)
+            # the pre-trained encoder the run started from: same source, same revision
+            ref = ModelRef.from_config(cfg.model, prepared.resolved["model_source"])
+            max_length = prepared.resolved["max_length"]
+            test_emb = embed_texts(ref, test_texts, max_length)
             if "linear_probe" in names:
                 sample = sample_stratified(train, cfg.eval.probe_max_rows, cfg.train.seed)
-                emb = embed_texts(source, sample["text"].astype(str).tolist(), max_length)
+                emb = embed_texts(ref, sample["text"].astype(str).tolist(), max_length)
                 out["linear_probe"] = B.linear_probe(emb, sample["label"].map(index).to_numpy(), test_emb, len(labels))
             if "zero_shot" in names:
                 phrases = [B.label_phrase(l, cfg.eval.label_descriptions) for l in labels]
-                out["zero_shot"] = B.zero_shot(test_emb, embed_texts(source, phrases, max_length))
+                out["zero_shot"] = B.zero_shot(test_emb, embed_texts(ref, phrases, max_length))
         return out
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:

@@ -1,8 +1,8 @@
 """The one training loop, shared by every task and method, on Hugging Face Accelerate.
 
 The same code runs in one process, or under `accelerate launch` / `torchrun` on several CPU
-processes (gloo), GPUs or nodes. Tasks plug in through two functions, `loss(model, batch)` and
-`logits(model, batch)`; methods (full, LoRA, probe) only change which parameters train.
+processes (gloo), GPUs or nodes. Tasks plug in through two functions, `loss(model, batch)` (given to
+`train_loop`) and `logits(model, batch)`; methods (full, LoRA, probe) only change which parameters train.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,11 +21,6 @@ from tunesmith.evaluate.metrics import headline
 from tunesmith.models.methods import load_trainable_state, trainable_state
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.sampling import LengthGroupedBatchSampler
-
-
-class Objective(Protocol):
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-    def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
 
 @dataclass
@@ -85,11 +80,12 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), disable=not enabled)
 
 
-def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Sequence[dict], lengths: list[int],
-               collate: Callable, evaluate: Callable[[torch.nn.Module], dict], cfg: TrainConfig, epochs: int,
-               learning_rate: float, run_dir: Path, accelerator, resume: bool = False,
+def train_loop(loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], model: torch.nn.Module,
+               train_examples: Sequence[dict], lengths: list[int], collate: Callable,
+               evaluate: Callable[[torch.nn.Module], dict], cfg: TrainConfig, epochs: int, learning_rate: float,
+               run_dir: Path, accelerator, resume: bool = False,
                callbacks: Sequence[Callable[[dict], None]] = (), param_groups: Callable | None = None) -> LoopResult:
-    """Train `model` in place and leave it holding the best validation weights.
+    """Train `model` in place on `loss_fn(model, batch)`; leave it holding the best validation weights.
 
     `evaluate(model)` returns validation metrics (with `loss` and `cfg.metric_for_best`).
     Checkpoints go to RUN_DIR/checkpoints/{last,best}; metrics to RUN_DIR/metrics.jsonl.
@@ -168,7 +164,7 @@ def train_loop(objective: Objective, model: torch.nn.Module, train_examples: Seq
             skip = state["batches_in_epoch"]
             for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
                 with accelerator.accumulate(model):
-                    loss = objective.loss(model, batch)
+                    loss = loss_fn(model, batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -112,7 +112,10 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
 
     base = config if isinstance(config, RunConfig) else load_config(config, list(overrides))
     if isinstance(config, RunConfig) and overrides:
-        base = build_config(config.model_dump(mode="json"), list(overrides))
+        base = build_config(config.model_dump(mode="json", exclude_unset=True), list(overrides))
+    from tunesmith.tasks import configure
+
+    base = configure(base)  # the task's defaults (e.g. sft: tune.metric loss) before the study opens
     t = base.tune
     if not t.space:
         raise UserError("tune.space is empty: list the config keys to search, e.g. train.learning_rate: "
