@@ -173,9 +173,11 @@ def test_existing_run_name_is_not_overwritten(tiny_model, tiny_csv, tmp_path):
 
 
 def test_default_run_names_of_runs_started_in_the_same_second_differ(tmp_path):
-    from tunesmith.run import _free_name
+    from tunesmith.run import claim_run_dir
 
-    assert _free_name(tmp_path, "text-classification-x-20261125-120000") == "text-classification-x-20261125-120000"
+    name = "text-classification-x-20261125-120000"
+    assert claim_run_dir(tmp_path, name, explicit=False) == tmp_path / name
     (tmp_path / "a").mkdir()
     (tmp_path / "a-2").mkdir()
-    assert _free_name(tmp_path, "a") == "a-3"
+    assert claim_run_dir(tmp_path, "a", explicit=False) == tmp_path / "a-3"
+    assert (tmp_path / "a-3").is_dir()

@@ -1,6 +1,8 @@
 """Command line: a thin layer over the Python entry points (`fine_tune`, `predict`, ...)."""
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -350,22 +352,62 @@ def models() -> None:
         typer.echo(f"{m.name}\t{m.family}\t{m.package}\t{m.description}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: bad input ends with one line on stderr and exit code 2."""
+def _click_kinds(name: str) -> tuple[type, ...]:
+    """The exception class NAME from click and from typer's vendored copy (typer >= 0.21 raises its own)."""
     import click
 
+    kinds = [getattr(click.exceptions, name)]
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
+        from typer._click import exceptions as vendored
+    except ImportError:  # typer < 0.21 uses click itself
+        vendored = None
+    kinds += [getattr(vendored, name)] if vendored is not None and hasattr(vendored, name) else []
+    kinds += [getattr(typer, name)] if name in ("Exit", "Abort") else []
+    return tuple(dict.fromkeys(kinds))
+
+
+# OSErrors the user causes (a path, a permission, a full disk), shown as one line; others are bugs
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG, errno.EACCES,
+                errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_HINTS = {errno.ENOSPC: "free some space or choose another output folder",
+          errno.EDQUOT: "free some space or choose another output folder",
+          errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
+          errno.EPERM: "choose a folder you can write to",
+          errno.ENOTDIR: "a file is in the way where a folder is expected",
+          errno.EISDIR: "a folder is in the way where a file is expected"}
+
+
+def _os_error_line(err: OSError) -> str | None:
+    """One line naming the path for an OSError the user caused; None for anything else."""
+    if err.errno not in _USER_ERRNOS:
+        return None
+    where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    reason = err.strerror or os.strerror(err.errno)
+    hint = _HINTS.get(err.errno)
+    return f"{where + ': ' if where else ''}{reason}{'; ' + hint if hint else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input ends with one line on stderr and exit code 2; a mistyped option
+    with click's usage line, the error and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="tunesmith", standalone_mode=False)  # typer.Exit's code returns here
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as err:
+    except _click_kinds("Exit") as err:
         return err.exit_code
-    except click.ClickException as err:
+    except _click_kinds("ClickException") as err:
         err.show()
-        return 2
-    except click.exceptions.Abort:
+        return err.exit_code
+    except _click_kinds("Abort"):
         return 130
+    except OSError as err:
+        line = _os_error_line(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     return code if isinstance(code, int) else 0
 
 

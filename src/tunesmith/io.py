@@ -5,8 +5,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def cache_dir() -> Path:
@@ -45,3 +46,18 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     os.replace(tmp_dir, final_dir)
     if old.exists():
         shutil.rmtree(old)
+
+
+@contextmanager
+def staged_dir(final_dir: Path) -> Iterator[Path]:
+    """An empty temporary sibling of FINAL_DIR to write into; when the block ends without error it
+    replaces FINAL_DIR, otherwise it is removed. A killed writer leaves only a hidden `.NAME.*.tmp`."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        replace_dir(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,10 +17,10 @@ def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
     quiet_hf()
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     if run.config.task != "text-classification":
         raise UserError(f"{run.path}: a {run.config.task} run; predict --text and eval take text-classification "
                         "runs (image-classification: predict --input IMAGES_FOLDER; sft: tunesmith chat RUN_DIR)")
@@ -66,9 +65,9 @@ def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int =
     from tunesmith.data.transforms import pipeline, to_chw
     from tunesmith.evaluate.metrics import softmax
     from tunesmith.models.vision import load_saved
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     if not (run.model_dir / "model.safetensors").is_file():
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
     model, labels, pre = load_saved(run.model_dir)
@@ -90,11 +89,13 @@ def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int =
 
 
 def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
+    """Written under a temporary name, then renamed: an interrupted write leaves no partial file."""
+    from tunesmith.io import atomic_write_text
+
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, output_path)
+    if output_path.is_dir():
+        raise UserError(f"--output {output_path}: is a folder; expected a file name such as predictions.csv")
+    atomic_write_text(output_path, out.to_csv(index=False))
 
 
 def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path) -> int:
@@ -122,9 +123,9 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     """Read a table, predict each row's text, write the table with `predicted` and `probability` columns.
     For an image-classification run, the input is a folder of images (or one image)."""
     from tunesmith.data.load import ROW, blank, read_table
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     if run.config.task == "image-classification":
         return predict_image_folder(run_dir, input_path, output_path)
     column = text_column or run.config.data.text_column
