@@ -113,7 +113,9 @@ def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL 
           max_length: int = typer.Option(128, "--max-length", help="Token limit for the truncation share.")) -> None:
     """Data-quality report: duplicates, leakage, label errors, imbalance, lengths, personal data.
     Exits with 1 when a blocking issue is found."""
-    from tunesmith.config import AuditConfig
+    from pydantic import ValidationError
+
+    from tunesmith.config import AuditConfig, format_validation_error
     from tunesmith.data.audit import audit_files
     from tunesmith.io import atomic_write_json
 
@@ -124,7 +126,11 @@ def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL 
         from tunesmith.models.registry import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).source)
-    cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
+    try:
+        cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "audit --near-threshold").replace(
+            "near_duplicate_threshold = ", "")) from None
     report = audit_files(str(data), str(test) if test else None, str(validation) if validation else None,
                          text_column, label_column, cfg, tokenizer=tokenizer, max_length=max_length)
     atomic_write_json(output, report)

@@ -393,7 +393,7 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             # a model-level check: its loc is the model, its input the whole mapping; name the field instead
             fe = e["ctx"]["error"]
             lines.append(f"{source}: {'.'.join([*map(str, e['loc']), fe.field])} = {fe.value!r}: {fe.reason}")
-        elif isinstance(e.get("input"), dict):
+        elif e["type"] == "value_error" and isinstance(e.get("input"), dict):
             # another model-level check: its message names the field; the mapping itself says nothing
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {where + ': ' if where else ''}{msg}")

@@ -17,7 +17,13 @@ def cache_dir() -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write TEXT to PATH through a temporary sibling: an interrupted write (a kill, a full disk)
+    leaves PATH as it was. An OSError names PATH, the file the user knows."""
+    from tunesmith.errors import UserError
+
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -26,8 +32,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
 
 

@@ -92,10 +92,7 @@ def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
     """Written under a temporary name, then renamed: an interrupted write leaves no partial file."""
     from tunesmith.io import atomic_write_text
 
-    output_path = Path(output_path)
-    if output_path.is_dir():
-        raise UserError(f"--output {output_path}: is a folder; expected a file name such as predictions.csv")
-    atomic_write_text(output_path, out.to_csv(index=False))
+    atomic_write_text(Path(output_path), out.to_csv(index=False))
 
 
 def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path) -> int:

@@ -11,7 +11,13 @@ from tunesmith.errors import UserError
 
 def _read(path: Path, name: str) -> dict:
     f = path / name
-    return json.loads(f.read_text()) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{f}: not valid JSON ({str(err).splitlines()[0]}); the run folder is damaged") from None
+    return data if isinstance(data, dict) else {}
 
 
 def run_row(path: Path) -> dict:
