@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunesmith.config import RunConfig, describe_fields, load_config, parse_overrides
+from tunesmith.config import RunConfig, build_config, describe_fields, load_config, parse_overrides
 from tunesmith.errors import UserError
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
@@ -80,3 +80,23 @@ def test_shipped_examples_validate(example):
 
 def test_there_are_examples():
     assert EXAMPLES
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "a/b", "a\\b", "..", ".", ""])
+@pytest.mark.parametrize("key", ["run_name", "tune.study_name"])
+def test_run_and_study_names_stay_inside_output_dir(key, name):
+    with pytest.raises(UserError) as err:
+        build_config({"data": {"train": "x.csv"}}, [f"{key}='{name}'"])
+    assert str(err.value) == f"config: {key} = {name!r}: expected a plain folder name (no /, \\, .. or absolute " \
+                             "path; not empty), e.g. my-run"
+    assert build_config({"data": {"train": "x.csv"}}, [f"{key}=my-run.v2"])
+
+
+def test_a_whole_config_check_names_the_field_and_value_not_the_mapping():
+    with pytest.raises(UserError) as err:
+        build_config({"task": "image-classification", "data": {"train": "x"}, "train": {"method": "lora"}})
+    assert str(err.value) == ("config: train.method = 'lora': does not apply to task image-classification: use full "
+                              "(with image.freeze_epochs) or linear-probe")
+    with pytest.raises(UserError) as err:
+        build_config({"data": {"train": "x"}, "tune": {"space": {"train.epochs": {"type": "int", "low": 3, "high": 1}}}})
+    assert str(err.value) == "config: tune.space.train.epochs: a int parameter needs low <= high"
