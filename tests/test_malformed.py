@@ -201,6 +201,8 @@ CASES = [
                                                    s(t / "a.json")], "--near-threshold", 2),
     ("audit-output-a-folder", lambda w, t: ["audit", s(w["good"]), "--no-label-errors", "--output", s(t)],
      "is a folder", 2),
+    ("audit-model-offline", lambda w, t: ["audit", s(w["good"]), "--model", "no-such-org/no-such-model", "--output",
+                                          s(t / "a.json")], "could not load it from the Hugging Face hub", 2),
     ("audit-blocking-findings", lambda w, t: ["audit", s(w["good"]), "--test", s(w["good"]), "--no-label-errors",
                                               "--output", s(t / "a.json")], None, 1),
     # tune: storage URLs and study names
@@ -393,3 +395,13 @@ def test_an_interrupted_predict_output_leaves_the_old_file(w, tmp_path, capsys, 
     assert line == said.format(out=out)
     assert out.read_text() == "the previous predictions\n"
     assert [p.name for p in tmp_path.iterdir()] == ["preds.csv"]  # no temporary file left behind
+
+
+def test_runs_without_test_predictions_are_listed_as_not_compared(w, tmp_path, capsys):
+    # search trials (eval.test=false) and sft runs share a test split but write no test_predictions.csv
+    cfg = tiny_config(w["model"], w["good"], tmp_path)
+    a, b = (fake_run(tmp_path / name, cfg, None, "completed") for name in ("trial-0000", "trial-0001"))
+    for run in (a, b):
+        (run / "splits.json").write_text(json.dumps({"test": {"sha256": "same-rows"}}))
+    assert main(["runs", "compare", s(a), s(b)]) == 0
+    assert "trial-0001 vs trial-0000: no test predictions to pair: not compared" in capsys.readouterr().out

@@ -123,9 +123,13 @@ def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL 
     if model:
         from transformers import AutoTokenizer
 
-        from tunesmith.models.registry import resolve_model
+        from tunesmith.models.registry import hub_error, resolve_model
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).source)
+        resolved = resolve_model(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+        except (OSError, ValueError) as err:  # offline, a typo in the hub id, a gated model
+            raise hub_error(model, err) from None
     try:
         cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
     except ValidationError as err:

@@ -63,6 +63,9 @@ def compare_runs(paths: list[str | Path], resamples: int = 1000, seed: int = 0) 
         if row["test_sha"] != rows[0]["test_sha"] or not row["test_sha"]:
             pairs.append({"a": ref.name, "b": other.name, "verdict": "different test splits: not comparable"})
             continue
+        if not all((p / "test_predictions.csv").is_file() for p in (ref, other)):  # sft runs, search trials
+            pairs.append({"a": ref.name, "b": other.name, "verdict": "no test predictions to pair: not compared"})
+            continue
         a = pd.read_csv(ref / "test_predictions.csv")
         b = pd.read_csv(other / "test_predictions.csv")
         y = a["label"].astype(str).to_numpy()
