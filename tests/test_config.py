@@ -98,5 +98,5 @@ def test_a_whole_config_check_names_the_field_and_value_not_the_mapping():
     assert str(err.value) == ("config: train.method = 'lora': does not apply to task image-classification: use full "
                               "(with image.freeze_epochs) or linear-probe")
     with pytest.raises(UserError) as err:
-        build_config({"data": {"train": "x"}, "tune": {"space": {"train.epochs": {"type": "int", "low": 3, "high": 1}}}})
+        build_config({"data": {"train": "x"}}, ["tune.space={train.epochs: {type: int, low: 3, high: 1}}"])
     assert str(err.value) == "config: tune.space.train.epochs: a int parameter needs low <= high"
