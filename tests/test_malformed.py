@@ -154,6 +154,8 @@ CASES = [
     ("override-run-name-empty", lambda w, t: ["train", s(w["cfg"]), "run_name=''"], "run_name = ''", 2),
     ("override-run-name-backslash", lambda w, t: ["train", s(w["cfg"]), "run_name=a\\b"], "plain folder name", 2),
     ("override-no-equals", lambda w, t: ["train", s(w["cfg"]), "train.epochs"], "expected key.sub=value", 2),
+    ("override-not-yaml", lambda w, t: ["train", s(w["cfg"]), "train.epochs=[1"],
+     "override 'train.epochs=[1': the value is not valid YAML", 2),
     ("override-negative", lambda w, t: ["train", s(w["cfg"]), "train.epochs=-1"], "train.epochs = -1", 2),
     ("override-section-as-value", lambda w, t: ["train", s(w["cfg"]), "train=3"], "train = 3", 2),
     ("override-value-as-section", lambda w, t: ["train", s(w["cfg"]), "task.x=1"],
@@ -165,6 +167,10 @@ CASES = [
     # output paths
     ("output-dir-is-a-file", lambda w, t: ["train", s(w["out_file"])], "output_dir = ", 2),
     ("output-dir-under-a-file", lambda w, t: ["train", s(w["out_under_file"])], "Not a directory", 2),
+    ("tune-output-dir-a-file", lambda w, t: ["tune", s(w["tune"]), f"output_dir={w['root'] / 'a-file'}"],
+     "a-file/run-study: Not a directory; a file is in the way where a folder is expected", 2),
+    ("auto-output-dir-a-file", lambda w, t: ["auto", s(w["good"]), "--label-column", "label", "--time-budget", "5m",
+                                             "--output-dir", s(w["root"] / "a-file")], "Not a directory", 2),
     ("resume-not-a-run", lambda w, t: ["train", "--resume", s(w["not_a_run"])], "not a tunesmith run folder", 2),
     ("resume-without-config", lambda w, t: ["train"], "give a config file", 2),
     # data files
