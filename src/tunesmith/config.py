@@ -324,7 +324,7 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _fits_task(self) -> "RunConfig":
         if self.task == "image-classification" and self.train.method == "lora":
-            raise FieldError("train.method", "lora", "does not apply to task image-classification: use full (with "
+            raise ValueError("train.method = 'lora' does not apply to task image-classification: use full (with "
                              "image.freeze_epochs) or linear-probe")
         if self.task != "sft":
             return self
@@ -337,7 +337,7 @@ class RunConfig(_Strict):
             raise ValueError("task sft is scored by validation loss: set train.metric_for_best and tune.metric "
                              "to loss")
         if self.train.method == "linear-probe":
-            raise FieldError("train.method", "linear-probe", "does not apply to task sft: use lora or full")
+            raise ValueError("train.method = 'linear-probe' does not apply to task sft: use lora or full")
         return self
 
 
