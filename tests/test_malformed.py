@@ -162,7 +162,7 @@ CASES = [
      "task = {'x': 1}: Input should be a valid string", 2),
     ("override-unknown-key", lambda w, t: ["train", s(w["cfg"]), "train.epoch=2"], "unknown field 'train.epoch'", 2),
     ("config-lora-on-images", lambda w, t: ["train", s(w["image_lora"])],
-     ("config: train.method = 'lora'", "does not apply to task image-classification"), 2),
+     ("train.method = 'lora'", "does not apply to task image-classification"), 2),
     ("config-probe-on-sft", lambda w, t: ["train", s(w["sft_probe"])], "train.method = 'linear-probe'", 2),
     # output paths
     ("output-dir-is-a-file", lambda w, t: ["train", s(w["out_file"])], "output_dir = ", 2),
