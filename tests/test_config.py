@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunesmith.config import RunConfig, describe_fields, load_config, parse_overrides
+from tunesmith.config import RunConfig, build_config, describe_fields, load_config, parse_overrides
 from tunesmith.errors import UserError
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
@@ -52,6 +52,44 @@ def test_bad_choice_lists_valid_values(tmp_path):
 def test_missing_train_file_field(tmp_path):
     with pytest.raises(UserError, match="data.train.*required"):
         load_config(write(tmp_path, {"task": "text-classification"}))
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "a/b", "a\\b", "..", ".", ""])
+@pytest.mark.parametrize("key", ["run_name", "tune.study_name"])
+def test_run_and_study_names_stay_inside_output_dir(key, name):
+    with pytest.raises(UserError) as err:
+        build_config({"data": {"train": "x.csv"}}, [f"{key}='{name}'"])
+    assert str(err.value) == f"config: {key} = {name!r}: expected a plain folder name (no /, \\, .. or absolute " \
+                             "path; not empty), e.g. my-run"
+    assert build_config({"data": {"train": "x.csv"}}, [f"{key}=my-run.v2"])
+
+
+def test_a_whole_model_check_names_the_field_and_value_not_the_mapping():
+    from pydantic import BaseModel, ValidationError, model_validator
+
+    from tunesmith.config import FieldError, format_validation_error
+
+    class Section(BaseModel):
+        method: str = "lora"
+        size: int = 3
+
+        @model_validator(mode="after")
+        def _check(self):
+            if self.size > 2:
+                raise ValueError("size = 3 is too large for method lora")
+            raise FieldError("method", self.method, "does not apply here; use full")
+
+    class Whole(BaseModel):
+        train: Section
+
+    for data, expected in [({"train": {}}, "config: train: size = 3 is too large for method lora"),
+                           ({"train": {"size": 1}}, "config: train.method = 'lora': does not apply here; use full")]:
+        with pytest.raises(ValidationError) as err:
+            Whole.model_validate(data)
+        assert format_validation_error(err.value) == expected
+    with pytest.raises(UserError) as err:
+        build_config({"data": {"train": "x"}}, ["tune.space={train.epochs: {type: int, low: 3, high: 1}}"])
+    assert str(err.value) == "config: tune.space.train.epochs: a int parameter needs low <= high"
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path):

@@ -187,9 +187,67 @@ def test_existing_run_name_is_not_overwritten(tiny_model, tiny_csv, tmp_path):
 
 
 def test_default_run_names_of_runs_started_in_the_same_second_differ(tmp_path):
-    from tunesmith.run import _free_name
+    from tunesmith.run import claim_run_dir
 
-    assert _free_name(tmp_path, "text-classification-x-20261125-120000") == "text-classification-x-20261125-120000"
+    name = "text-classification-x-20261125-120000"
+    assert claim_run_dir(tmp_path, name, explicit=False) == tmp_path / name
     (tmp_path / "a").mkdir()
     (tmp_path / "a-2").mkdir()
-    assert _free_name(tmp_path, "a") == "a-3"
+    assert claim_run_dir(tmp_path, "a", explicit=False) == tmp_path / "a-3"
+    assert (tmp_path / "a-3").is_dir()
+
+
+def _stop_after_the_run_folder(monkeypatch):
+    """fine_tune up to the claimed run folder: the training itself is not under test."""
+    import tunesmith.run
+
+    monkeypatch.setattr(tunesmith.run, "_execute", lambda cfg, task, data, run_dir, *a: tunesmith.run.Run(
+        run_dir, cfg, "completed", {}))
+
+
+def test_a_rival_process_taking_the_default_name_first_gets_its_own_folder(tiny_model, tiny_csv, tmp_path,
+                                                                             monkeypatch):
+    from pathlib import Path
+
+    _stop_after_the_run_folder(monkeypatch)
+    out = tmp_path / "runs"
+    out.mkdir()
+    real_mkdir, taken = Path.mkdir, []
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent == out and not taken:  # another process creates the same name between check and mkdir
+            taken.append(self)
+            real_mkdir(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    cfg = tiny_config(tiny_model, tiny_csv, out)
+    cfg["run_name"] = None
+    run = fine_tune(build_config(cfg))
+    assert taken and run.path == taken[0].with_name(taken[0].name + "-2") and run.path.is_dir()
+
+
+def test_an_explicit_run_name_that_exists_is_refused_before_training(tiny_model, tiny_csv, tmp_path, monkeypatch):
+    _stop_after_the_run_folder(monkeypatch)
+    existing = tmp_path / "runs" / "run"
+    existing.mkdir(parents=True)
+    (existing / "status.json").write_text('{"status": "failed"}')
+    with pytest.raises(UserError, match=f"{existing}: a run with this name exists; resume it with --resume"):
+        fine_tune(build_config(tiny_config(tiny_model, tiny_csv, tmp_path / "runs")))
+
+
+def test_other_processes_take_the_main_process_folder_or_its_error(tmp_path, monkeypatch):
+    """Only the main process claims the folder; the others get its path, or its error (and stop too)."""
+    import accelerate.utils
+
+    from tunesmith.run import _shared_run_dir
+
+    cfg = build_config(tiny_config(tmp_path / "model", tmp_path / "x.csv", tmp_path / "runs"))
+    sent = {}
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", lambda objects: sent["from main"])
+    sent["from main"] = [str(tmp_path / "runs" / "run"), None]
+    assert _shared_run_dir(cfg, main=False) == tmp_path / "runs" / "run"
+    assert not (tmp_path / "runs").exists()  # created by the main process only
+    sent["from main"] = [None, UserError("runs/run: a run with this name exists")]
+    with pytest.raises(UserError, match="a run with this name exists"):
+        _shared_run_dir(cfg, main=False)

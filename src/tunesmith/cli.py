@@ -1,6 +1,8 @@
 """Command line: a thin layer over the Python entry points (`fine_tune`, `predict`, ...)."""
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -111,7 +113,9 @@ def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL 
           max_length: int = typer.Option(128, "--max-length", help="Token limit for the truncation share.")) -> None:
     """Data-quality report: duplicates, leakage, label errors, imbalance, lengths, personal data.
     Exits with 1 when a blocking issue is found."""
-    from tunesmith.config import AuditConfig
+    from pydantic import ValidationError
+
+    from tunesmith.config import AuditConfig, format_validation_error
     from tunesmith.data.audit import audit_files
     from tunesmith.io import atomic_write_json
 
@@ -119,10 +123,18 @@ def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL 
     if model:
         from transformers import AutoTokenizer
 
-        from tunesmith.models.registry import resolve_model
+        from tunesmith.models.registry import hub_error, resolve_model
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).source)
-    cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
+        resolved = resolve_model(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+        except (OSError, ValueError) as err:  # offline, a typo in the hub id, a gated model
+            raise hub_error(model, err) from None
+    try:
+        cfg = AuditConfig(near_duplicate_threshold=near_threshold, label_errors=label_errors)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "audit --near-threshold").replace(
+            "near_duplicate_threshold = ", "")) from None
     report = audit_files(str(data), str(test) if test else None, str(validation) if validation else None,
                          text_column, label_column, cfg, tokenizer=tokenizer, max_length=max_length)
     atomic_write_json(output, report)
@@ -363,22 +375,62 @@ def models() -> None:
         typer.echo(f"{m.name}\t{m.family}\t{m.package}\t{m.description}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: bad input ends with one line on stderr and exit code 2."""
+def _click_kinds(name: str) -> tuple[type, ...]:
+    """The exception class NAME from click and from typer's vendored copy (typer >= 0.21 raises its own)."""
     import click
 
+    kinds = [getattr(click.exceptions, name)]
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
+        from typer._click import exceptions as vendored
+    except ImportError:  # typer < 0.21 uses click itself
+        vendored = None
+    kinds += [getattr(vendored, name)] if vendored is not None and hasattr(vendored, name) else []
+    kinds += [getattr(typer, name)] if name in ("Exit", "Abort") else []
+    return tuple(dict.fromkeys(kinds))
+
+
+# OSErrors the user causes (a path, a permission, a full disk), shown as one line; others are bugs
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG, errno.EACCES,
+                errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_HINTS = {errno.ENOSPC: "free some space or choose another output folder",
+          errno.EDQUOT: "free some space or choose another output folder",
+          errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
+          errno.EPERM: "choose a folder you can write to",
+          errno.ENOTDIR: "a file is in the way where a folder is expected",
+          errno.EISDIR: "a folder is in the way where a file is expected"}
+
+
+def _os_error_line(err: OSError) -> str | None:
+    """One line naming the path for an OSError the user caused; None for anything else."""
+    if err.errno not in _USER_ERRNOS:
+        return None
+    where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    reason = err.strerror or os.strerror(err.errno)
+    hint = _HINTS.get(err.errno)
+    return f"{where + ': ' if where else ''}{reason}{'; ' + hint if hint else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input ends with one line on stderr and exit code 2; a mistyped option
+    with click's usage line, the error and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="tunesmith", standalone_mode=False)  # typer.Exit's code returns here
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as err:
+    except _click_kinds("Exit") as err:
         return err.exit_code
-    except click.ClickException as err:
+    except _click_kinds("ClickException") as err:
         err.show()
-        return 2
-    except click.exceptions.Abort:
+        return err.exit_code
+    except _click_kinds("Abort"):
         return 130
+    except OSError as err:
+        line = _os_error_line(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     return code if isinstance(code, int) else 0
 
 

@@ -13,6 +13,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunesmith.errors import UserError
 
 
+class FieldError(ValueError):
+    """Raised by a model-level check: names the field (dotted, relative to the model checked) and the
+    value at fault, so the error reads `field = value: reason` and not the whole section."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.value, self.reason = field, value, reason
+
+
+PLAIN_NAME = "expected a plain folder name (no /, \\, .. or absolute path; not empty), e.g. my-run"
+
+
+def is_plain_name(value: str) -> bool:
+    """A run or study name becomes a folder inside output_dir: nothing that would leave it."""
+    return bool(value) and value not in (".", "..") and not any(c in value for c in "/\\\0") \
+        and not Path(value).is_absolute()
+
+
+def plain_name(value: str, field: str) -> str:
+    """VALUE if it is a plain folder name, else a UserError naming FIELD."""
+    if not is_plain_name(value):
+        raise UserError(f"{field} = {value!r}: {PLAIN_NAME}")
+    return value
+
+
+def _plain_or_none(value: str | None) -> str | None:
+    if value is not None and not is_plain_name(value):
+        raise ValueError(PLAIN_NAME)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -264,6 +295,11 @@ class TuneConfig(_Strict):
     startup_trials: int | None = Field(None, gt=0, description="Random trials before TPE models the space. "
                                        "Default: a quarter of n_trials, between 3 and 10.")
 
+    @field_validator("study_name")
+    @classmethod
+    def _plain_study_name(cls, value: str | None) -> str | None:
+        return _plain_or_none(value)
+
 
 class RunConfig(_Strict):
     task: str = Field("text-classification", description="What to train: text-classification, "
@@ -279,6 +315,11 @@ class RunConfig(_Strict):
                                "(task: image-classification).")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, value: str | None) -> str | None:
+        return _plain_or_none(value)
 
     @field_validator("task")
     @classmethod
@@ -310,7 +351,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is set both as a value and as a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+            raise UserError(f"override {item!r}: the value is not valid YAML ({problem}); quote a text value, "
+                            f"e.g. {key.strip()}='...'") from None
     return tree
 
 
@@ -345,6 +391,14 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             lines.append(f"{source}: unknown field '{where}'{_valid_siblings(e['loc'])}")
         elif e["type"] == "missing":
             lines.append(f"{source}: field '{where}' is required")
+        elif isinstance((e.get("ctx") or {}).get("error"), FieldError):
+            # a model-level check: its loc is the model, its input the whole mapping; name the field instead
+            fe = e["ctx"]["error"]
+            lines.append(f"{source}: {'.'.join([*map(str, e['loc']), fe.field])} = {fe.value!r}: {fe.reason}")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), dict):
+            # another model-level check: its message names the field; the mapping itself says nothing
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {where + ': ' if where else ''}{msg}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {where} = {e.get('input')!r}: {msg}")

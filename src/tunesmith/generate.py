@@ -18,10 +18,10 @@ class ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from tunesmith.models import quiet_hf
-        from tunesmith.run import load_run
+        from tunesmith.run import completed_run
 
         quiet_hf()
-        run = load_run(run_dir)
+        run = completed_run(run_dir)
         if run.config.task != "sft":
             raise UserError(f"{run.path}: a {run.config.task} run; chat needs a run of task sft")
         if not (run.model_dir / "config.json").is_file():
@@ -63,10 +63,10 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
 
     from tunesmith.models import quiet_hf
     from tunesmith.models.registry import ModelRef
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
     quiet_hf()
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     adapter = run.path / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{run.path}: no LoRA adapter (train.method was {run.config.train.method}); its model/ folder "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -91,9 +90,9 @@ _BACKENDS: dict[str, dict[str, Callable]] = {
 
 def load_predictor(run_dir: str | Path, backend: str = "torch") -> Predictor:
     """Load a finished classification run's model once, for many calls (`backend`: torch)."""
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     if backend not in _BACKENDS:
         raise UserError(f"backend {backend!r}: expected one of {', '.join(_BACKENDS)}")
     kinds = _BACKENDS[backend]
@@ -166,11 +165,10 @@ def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int =
 
 
 def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, output_path)
+    """Written under a temporary name, then renamed: an interrupted write leaves no partial file."""
+    from tunesmith.io import atomic_write_text
+
+    atomic_write_text(Path(output_path), out.to_csv(index=False))
 
 
 def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path) -> int:
@@ -198,9 +196,9 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     """Read a table, predict each row's text, write the table with `predicted` and `probability` columns.
     For an image-classification run, the input is a folder of images (or one image)."""
     from tunesmith.data.load import ROW, blank, read_table
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     if run.config.task == "image-classification":
         return predict_image_folder(run_dir, input_path, output_path)
     column = text_column or run.config.data.text_column
@@ -228,9 +226,9 @@ def eval_run(run_dir: str | Path, data: str | Path, text_column: str | None = No
     from tunesmith.data.load import ROW, labelled_rows, read_table
     from tunesmith.evaluate.saved import labelled_data_report
     from tunesmith.io import atomic_write_json
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     cfg = run.config
     df, _ = labelled_rows(read_table(data), data, text_column or cfg.data.text_column,
                           label_column or cfg.data.label_column, cfg.data.drop_missing)

@@ -7,6 +7,7 @@ test_predictions.csv, report.html and status.json (running | failed | completed)
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -46,10 +47,38 @@ def load_run(path: str | Path) -> Run:
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path}: not a tunesmith run folder (no config.yaml)")
     # the resolved config fine_tune saved: its task's defaults and rules were applied before it ran
-    cfg = build_config(yaml.safe_load((path / "config.yaml").read_text()), source=str(path / "config.yaml"))
-    status = json.loads((path / STATUS).read_text())["status"] if (path / STATUS).is_file() else "unknown"
-    results = json.loads((path / "results.json").read_text()) if (path / "results.json").is_file() else {}
+    try:
+        raw = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{path / 'config.yaml'}: not valid YAML ({str(err).splitlines()[0]}); the run folder is "
+                        "damaged") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path / 'config.yaml'}: expected a mapping, found {type(raw).__name__}; the run folder is "
+                        "damaged")
+    cfg = build_config(raw, source=str(path / "config.yaml"))
+    status = _read_json(path / STATUS).get("status", "unknown") if (path / STATUS).is_file() else "unknown"
+    results = _read_json(path / "results.json") if (path / "results.json").is_file() else {}
     return Run(path, cfg, status, results)
+
+
+def completed_run(path: str | Path) -> Run:
+    """load_run for the commands that use the trained model (predict, eval, chat, export): a run that
+    failed, was killed or is still training may hold a partial model/, so only a completed one is taken."""
+    run = load_run(path)
+    if run.status != "completed":
+        raise UserError(f"{run.path}: the run did not complete (status: {run.status}), so its model may be partial; "
+                        f"finish it with tunesmith train --resume {run.path}, or use a completed run")
+    return run
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({str(err).splitlines()[0]}); the run folder is damaged") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}; the run folder is damaged")
+    return data
 
 
 def default_epochs(n_train: int) -> int:
@@ -108,13 +137,47 @@ def _accelerator(cfg: RunConfig):
                        cpu=_distributed_without_gpu(), mixed_precision=precision)
 
 
-def _free_name(output_dir: Path, name: str) -> str:
-    """The default run name, with -2, -3... when runs started within the same second."""
-    candidate, n = name, 1
-    while (output_dir / candidate).exists():
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
+def claim_run_dir(output_dir: Path, name: str, explicit: bool) -> Path:
+    """Create the run folder OUTPUT_DIR/NAME. A default name takes -2, -3... when a folder of that name
+    exists (runs started within the same second, by this or another process): mkdir without exist_ok
+    is the claim, so two processes never share a folder. An explicit name may reuse a folder that
+    holds no run (no status.json), never a run's."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir = '{output_dir}': is a file; expected a folder that receives the run folders")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = output_dir / (name if n == 1 else f"{name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if not explicit:
+                continue
+            if (candidate / STATUS).exists() or not candidate.is_dir():
+                raise UserError(f"{candidate}: a run with this name exists; resume it with --resume {candidate} or "
+                                "choose another run_name") from None
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _shared_run_dir(cfg: RunConfig, main: bool) -> Path:
+    """The main process claims the run folder and sends its path to the others; an error there (name
+    taken, output_dir a file) reaches every process, so none waits for a peer that has stopped."""
+    from accelerate.utils import broadcast_object_list
+
+    chosen: list = [None, None]
+    if main:
+        default = f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            chosen = [str(claim_run_dir(Path(cfg.output_dir), cfg.run_name or default, cfg.run_name is not None)),
+                      None]
+        except (UserError, OSError) as err:
+            chosen = [None, err]
+    path, err = broadcast_object_list(chosen)
+    if err is not None:
+        raise err if main else UserError(str(err))
+    return Path(path)
 
 
 def _mark(run_dir: Path, status: str, **extra) -> None:
@@ -143,7 +206,6 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     else:
         cfg = load_config(config, list(overrides))
 
-    from accelerate.utils import broadcast_object_list
 
     from tunesmith.tasks import configure, get_task
 
@@ -155,17 +217,7 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     data = memo.get("data", data_key(cfg, task), lambda: task.load_data(cfg))
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
-    if resume is not None:
-        run_dir = resume
-    else:
-        name = cfg.run_name or _free_name(Path(cfg.output_dir),
-                                          f"{cfg.task}-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-        name = broadcast_object_list([name])[0]
-        run_dir = Path(cfg.output_dir) / name
-        if main and (run_dir / STATUS).exists():
-            raise UserError(f"{run_dir}: a run with this name exists; resume it with --resume {run_dir} or "
-                            "choose another run_name")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = resume if resume is not None else _shared_run_dir(cfg, main)
     try:
         return _execute(cfg, task, data, run_dir, accelerator, resume is not None, callbacks, memo)
     except BaseException as err:

@@ -11,7 +11,13 @@ from tunesmith.errors import UserError
 
 def _read(path: Path, name: str) -> dict:
     f = path / name
-    return json.loads(f.read_text()) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{f}: not valid JSON ({str(err).splitlines()[0]}); the run folder is damaged") from None
+    return data if isinstance(data, dict) else {}
 
 
 def run_row(path: Path) -> dict:
@@ -56,6 +62,9 @@ def compare_runs(paths: list[str | Path], resamples: int = 1000, seed: int = 0) 
     for other, row in zip(runs[1:], rows[1:]):
         if row["test_sha"] != rows[0]["test_sha"] or not row["test_sha"]:
             pairs.append({"a": ref.name, "b": other.name, "verdict": "different test splits: not comparable"})
+            continue
+        if not all((p / "test_predictions.csv").is_file() for p in (ref, other)):  # sft runs, search trials
+            pairs.append({"a": ref.name, "b": other.name, "verdict": "no test predictions to pair: not compared"})
             continue
         a = pd.read_csv(ref / "test_predictions.csv")
         b = pd.read_csv(other / "test_predictions.csv")

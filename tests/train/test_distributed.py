@@ -35,3 +35,22 @@ def test_two_process_accelerate_launch(tiny_model, tiny_csv, tmp_path):
     assert results["test"]["n"] == 16 and results["validation"]["n"] == 16  # gathered once, no duplicates
     assert results["test"]["accuracy"] > results["baselines"]["majority_class"]["test"]["accuracy"]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_taken_run_name_stops_every_process(tiny_model, tiny_csv, tmp_path):
+    """Only the main process checks the name; the other one must stop with it, not train or wait."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_model, tiny_csv, tmp_path / "runs")))
+    taken = tmp_path / "runs" / "run"
+    taken.mkdir(parents=True)
+    (taken / "status.json").write_text('{"status": "completed"}')
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(accelerate), "launch", "--config_file", str(ROOT / "examples/accelerate/multi_cpu.yaml"),
+                           "-m", "tunesmith.cli", "train", str(cfg)], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]
+    assert all("a run with this name exists" in line for line in errors)
+    assert [p.name for p in taken.iterdir()] == ["status.json"]

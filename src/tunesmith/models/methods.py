@@ -67,10 +67,14 @@ def save_model(model: torch.nn.Module, preprocessor, folder: Path) -> None:
     """save_pretrained in safetensors; a PEFT model also keeps its adapter and is merged for `model/`."""
     from peft import PeftModel
 
+    from tunesmith.io import staged_dir
+
     folder = Path(folder)
     if isinstance(model, PeftModel):
-        model.save_pretrained(folder.parent / "adapter")
-        preprocessor.save_pretrained(folder.parent / "adapter")
+        with staged_dir(folder.parent / "adapter") as tmp:  # a killed save leaves no half adapter/
+            model.save_pretrained(tmp)
+            preprocessor.save_pretrained(tmp)
         model = model.merge_and_unload()
-    model.save_pretrained(folder)
-    preprocessor.save_pretrained(folder)
+    with staged_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        preprocessor.save_pretrained(tmp)

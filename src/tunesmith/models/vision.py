@@ -169,9 +169,11 @@ def save_backbone(model: nn.Module, labels: list[str], folder: Path, extra: dict
     """timm's own folder format (config.json + model.safetensors): `timm.create_model('local-dir:...')` loads it."""
     import timm
 
-    folder.mkdir(parents=True, exist_ok=True)
-    timm.models.save_for_hf(model, str(folder), model_config={"label_names": labels, **extra},
-                            safe_serialization=True)
+    from tunesmith.io import staged_dir
+
+    with staged_dir(folder) as tmp:  # a killed save leaves no half model/
+        timm.models.save_for_hf(model, str(tmp), model_config={"label_names": labels, **extra},
+                                safe_serialization=True)
 
 
 def load_saved(folder: str | Path) -> tuple[nn.Module, list[str], Preprocess]:

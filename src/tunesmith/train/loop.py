@@ -48,8 +48,17 @@ class MetricsLog:
         """On resume, forget what was logged after the checkpoint (it will be logged again)."""
         if not (self.enabled and self.path.exists()):
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        from tunesmith.io import atomic_write_text
+
+        keep = []
+        for ln in self.path.read_text().splitlines():
+            try:
+                record = json.loads(ln)
+            except json.JSONDecodeError:  # the line a killed process was appending
+                continue
+            if record["step"] <= step:
+                keep.append(ln)
+        atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
 
     def write(self, record: dict) -> None:
         if self.enabled:

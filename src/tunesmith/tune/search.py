@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tunesmith.config import RunConfig, build_config, load_config
+from tunesmith.config import RunConfig, build_config, load_config, plain_name
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo
@@ -95,10 +95,36 @@ def _open_study(name: str, url: str, direction: str, sampler, pruner):
         try:
             return optuna.create_study(study_name=name, storage=_storage(url), direction=direction, sampler=sampler,
                                        pruner=pruner, load_if_exists=True)
-        except Exception:  # noqa: BLE001 - IntegrityError from the race; the next attempt loads it
+        except Exception as err:  # noqa: BLE001 - IntegrityError from the race; the next attempt loads it
+            problem = _storage_problem(err)
+            if problem is not None:
+                raise UserError(f"tune.storage = {mask_url(url)!r}: {problem}") from None
             if attempt == 4:
                 raise
             time.sleep(0.5 + attempt)
+
+
+def _storage_problem(err: Exception) -> str | None:
+    """What is wrong with the storage URL, for errors that a retry cannot mend; None for the others
+    (the schema or study creation race between workers starting together)."""
+    import sqlalchemy.exc as sa
+
+    example = "expected an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db"
+    if isinstance(err, sa.NoSuchModuleError):
+        return f"unknown database kind ({str(err).splitlines()[0]}); {example}"
+    if isinstance(err, sa.ArgumentError):
+        return f"not a database URL; {example}"
+    if isinstance(err, ImportError):  # optuna re-raises the driver's ModuleNotFoundError as its cause
+        missing = getattr(err.__cause__, "name", None) or "its driver"
+        return f"the database driver is not installed (no module {missing!r}); install the package that " \
+               "provides it (e.g. psycopg for postgresql)"
+    if isinstance(err, (sa.OperationalError, sa.InterfaceError)):
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        reason = reason[0] if reason else type(err).__name__
+        if "already exists" in reason:  # another worker created the schema first
+            return None
+        return f"cannot open the database: {reason}"
+    return None
 
 
 def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials: int | None = None,
@@ -121,6 +147,8 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
         raise UserError("tune.space is empty: list the config keys to search, e.g. train.learning_rate: "
                         "{type: float, low: 1e-5, high: 1e-3, log: true}")
     check_space(t.space)
+    if study_name is not None:
+        plain_name(study_name, "--study")  # the study folder must stay inside output_dir
     name = study_name or t.study_name or f"{base.run_name or base.task}-study"
     study_dir = Path(base.output_dir) / name
     study_dir.mkdir(parents=True, exist_ok=True)
