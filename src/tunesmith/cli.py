@@ -28,6 +28,12 @@ def _summary(run) -> None:
     res = run.results
     if res.get("task") == "sft":
         return _sft_summary(run)
+    if res.get("task", "").startswith("tabular"):
+        from tunesmith.evaluate.tabular_report import summary_lines
+
+        for line in [*summary_lines(res), f"run folder: {run.path}", f"report: {run.path / 'report.html'}"]:
+            typer.echo(line)
+        return
 
     def cell(m: dict, key: str) -> str:
         ci = m.get("ci", {}).get(key)
@@ -288,13 +294,15 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more ru
 def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
          task: str = typer.Option("text-classification", "--task", help="text-classification: MiniLM-L6 on BBC "
                                   "News topics; image-classification: EfficientNet-Lite0 on handwritten digits; "
-                                  "sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations.")
+                                  "sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations; "
+                                  "tabular: LightGBM on ISLP's Default credit table.")
          ) -> None:
     """Fine-tune a shipped model on real public data (a few minutes on a laptop CPU)."""
-    from tunesmith.demo import demo_config, image_demo_config, sft_demo_config
+    from tunesmith.demo import demo_config, image_demo_config, sft_demo_config, tabular_demo_config
     from tunesmith.run import fine_tune
 
-    configs = {"text-classification": demo_config, "image-classification": image_demo_config, "sft": sft_demo_config}
+    configs = {"text-classification": demo_config, "image-classification": image_demo_config, "sft": sft_demo_config,
+               "tabular": tabular_demo_config}
     if task not in configs:
         raise UserError(f"demo --task {task!r}: expected one of {', '.join(configs)}")
     run = fine_tune(configs[task](output_dir))

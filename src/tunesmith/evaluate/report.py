@@ -153,7 +153,11 @@ def write_report(run_dir: str | Path) -> Path:
                 _table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                        [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
                          tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]])]
-    if results["task"] == "sft":
+    if results["task"].startswith("tabular"):
+        from tunesmith.evaluate.tabular_report import tabular_sections
+
+        parts = tabular_sections(results, run_dir, records, training)
+    elif results["task"] == "sft":
         parts = [f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>", *_sft_sections(results, run_dir),
                  *_audit_section(run_dir), *training, "<h3>Learning curves</h3>", _curves(records)]
     else:

@@ -25,6 +25,7 @@ def register_task(name: str):
 def _load_builtin() -> None:
     import tunesmith.tasks.image_classification  # noqa: F401  (registers itself)
     import tunesmith.tasks.sft  # noqa: F401
+    import tunesmith.tasks.tabular  # noqa: F401
     import tunesmith.tasks.text_classification  # noqa: F401
 
 
