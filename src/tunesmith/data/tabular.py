@@ -206,10 +206,11 @@ def encode(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     for c in schema.columns:
         values = df[c.name]
         if c.kind == "categorical":
-            parts.append(pd.Categorical(values.astype(object).where(values.notna(), None), categories=c.levels))
+            known = values.astype(object).where(values.isin(set(c.levels or [])), None)  # unseen -> missing
+            parts.append(pd.Categorical(known, categories=c.levels))
         elif c.kind == "datetime":
             d = pd.to_datetime(values)
-            parts += [d.dt.year.astype(float), d.dt.month.astype(float), d.dt.dayofweek.astype(float)]
+            parts += [d.dt.year.astype(float), d.dt.month.astype(float), d.dt.day_of_week.astype(float)]
             if c.with_hour:
                 parts.append(d.dt.hour.astype(float))
         else:

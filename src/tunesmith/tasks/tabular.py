@@ -16,8 +16,8 @@ import pandas as pd
 
 from tunesmith.config import RunConfig, build_config
 from tunesmith.data.load import ROW, read_table
-from tunesmith.data.tabular import (Column, Schema, check_columns, describe, encode, fit_levels, missing, row_hash,
-                                    type_columns, typed_frame)
+from tunesmith.data.tabular import (Column, Schema, check_columns, convert, describe, encode, fit_levels, missing,
+                                    row_hash, type_columns, typed_frame)
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.tasks import register_task
@@ -101,6 +101,8 @@ class TabularClassification:
                     raise UserError(f"{path}: no column {lacking[0]!r}, a feature column of the training file")
                 frames[split], files[split] = self._frame(table, columns, str(path), cfg, report), str(path)
         splits, mode = self._split(cfg, frames)
+        # whether dates carry a time of day (an hour feature), for the data report
+        columns = [fit_levels([c], splits["train"])[0] if c.kind == "datetime" else c for c in columns]
         labels = [] if self.regression else check_label_sets(splits, files)
         return TaskData(splits=splits, labels=labels, data_report={
             "files": files, "target": d.label_column, "split_mode": mode, "missing_target": report,
@@ -125,8 +127,6 @@ class TabularClassification:
         out = typed_frame(raw, columns, path)
         out["sha256"] = row_hash(raw, [c.name for c in columns])
         if self.regression:
-            from tunesmith.data.tabular import convert
-
             out["label"] = convert(raw[d.label_column], "numeric", raw[ROW], path, d.label_column).values
         else:
             out["label"] = raw[d.label_column].astype(str).str.strip().values
