@@ -27,7 +27,8 @@ def _break_mixed_column(df):
 @pytest.mark.parametrize("breaks, expected", [
     (_break_one_class, "t.csv: only one class ('no') in column data.label_column"),
     (_break_missing_target, "t.csv: 2 rows have no value in the target column 'fraud' (first at row 5, 11)"),
-    (_break_mixed_column, "t.csv: column 'x1' holds numbers except 1 of 300 values (first at row 9: 'n/a (see notes)')"),
+    (_break_mixed_column, "t.csv: column 'x1' holds numbers except 1 of 300 values (first at row 9: "
+                          "'n/a (see notes)')"),
 ])
 def test_bad_table_is_one_error_line(tmp_path, capsys, breaks, expected):
     breaks(make_table(300)).to_csv(tmp_path / "t.csv", index=False)

@@ -14,32 +14,48 @@ FPRS = (0.001, 0.01)  # false-positive rates at which recall is reported
 TOP_SHARES = (0.01, 0.05)  # alerts: the top 1% and 5% of rows by score
 
 
-def average_precision(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the precision-recall curve as scikit-learn's average_precision_score computes it (ties in
-    score form one threshold); NaN without positives. Vectorised: bootstraps call it a thousand times."""
-    y, score = np.asarray(y), np.asarray(score, dtype=float)
-    n_pos = int(y.sum())
+def dense_ranks(score: np.ndarray) -> np.ndarray:
+    """Scores as integer ranks 0..m-1 (ties share one). PR-AUC and ROC-AUC depend only on the order, so the
+    bootstrap resamples ranks and counts them (np.bincount) instead of sorting a thousand times."""
+    return np.unique(np.asarray(score, dtype=float), return_inverse=True)[1].ravel()
+
+
+def _counts(y: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = int(ranks.max()) + 1 if len(ranks) else 0
+    y = np.asarray(y)
+    return np.bincount(ranks[y == 1], minlength=m), np.bincount(ranks[y != 1], minlength=m)
+
+
+def ranked_average_precision(y: np.ndarray, ranks: np.ndarray) -> float:
+    """average_precision on dense ranks."""
+    pos, neg = _counts(y, ranks)
+    n_pos = pos.sum()
     if n_pos == 0:
         return float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    s, t = score[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each tie group
-    tp = np.cumsum(t)[last]
-    precision = tp / (last + 1)
-    recall_gain = np.diff(np.r_[0, tp]) / n_pos
-    return float(np.sum(precision * recall_gain))
+    tp, flagged = np.cumsum(pos[::-1]), np.cumsum((pos + neg)[::-1])  # thresholds from the top score down
+    keep = pos[::-1] > 0
+    return float(np.sum(tp[keep] / flagged[keep] * pos[::-1][keep]) / n_pos)
+
+
+def ranked_roc_auc(y: np.ndarray, ranks: np.ndarray) -> float:
+    """roc_auc on dense ranks."""
+    pos, neg = _counts(y, ranks)
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg  # negatives strictly below each rank
+    return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve as scikit-learn's average_precision_score computes it (tied
+    scores form one threshold); NaN without positives."""
+    return ranked_average_precision(y, dense_ranks(score))
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half); NaN with one class."""
-    from scipy.stats import rankdata
-
-    y, score = np.asarray(y), np.asarray(score, dtype=float)
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return ranked_roc_auc(y, dense_ranks(score))
 
 
 def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float) -> dict:
@@ -137,8 +153,9 @@ def binary_scores(y: np.ndarray, score: np.ndarray, threshold: float, costs: dic
                                          "precision": precision_at_k(y, score, max(1, int(round(s * n))))}
                                 for s in TOP_SHARES},
            "calibration": calibration_bins(y, score), "decision": at_threshold(y, score, threshold)}
-    out["ci"] = {"pr_auc": _interval(y, score, average_precision, resamples, level, seed),
-                 "roc_auc": _interval(y, score, roc_auc, resamples, level, seed)}
+    ranks = dense_ranks(score)
+    out["ci"] = {"pr_auc": _interval(y, ranks, ranked_average_precision, resamples, level, seed),
+                 "roc_auc": _interval(y, ranks, ranked_roc_auc, resamples, level, seed)}
     if costs:
         flagged = (score >= threshold).astype(int)
         out["expected_cost"] = costs_of(y, flagged, costs)
@@ -150,6 +167,8 @@ def binary_scores(y: np.ndarray, score: np.ndarray, threshold: float, costs: dic
 def compare_scores(y: np.ndarray, score: np.ndarray, others: dict[str, np.ndarray], resamples: int = 1000,
                    level: float = 0.95, seed: int = 0) -> dict:
     """Paired bootstrap of PR-AUC and ROC-AUC: this model minus each other model, on the same rows."""
-    return {name: {"pr_auc": paired_bootstrap(y, score, other, average_precision, resamples, level, seed),
-                   "roc_auc": paired_bootstrap(y, score, other, roc_auc, resamples, level, seed)}
+    mine = dense_ranks(score)
+    return {name: {"pr_auc": paired_bootstrap(y, mine, dense_ranks(other), ranked_average_precision, resamples,
+                                              level, seed),
+                   "roc_auc": paired_bootstrap(y, mine, dense_ranks(other), ranked_roc_auc, resamples, level, seed)}
             for name, other in others.items()}
