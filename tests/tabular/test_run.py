@@ -53,6 +53,8 @@ def test_scores_baselines_and_cost_threshold(binary_run):
     d = res["decision"]
     assert d["chosen_on"] == "validation" and d["threshold"] < 0.5  # a missed fraud costs 10 false alarms
     assert d["validation_cost_per_row"] <= d["validation_cost_at_0.5"]
+    own = res["baselines"]["logistic_regression"]["decision"]  # each baseline decides at its own threshold
+    assert own["chosen_on"] == "validation" and own["threshold"] != d["threshold"]
     assert "expected_cost" in test and set(test["recall_at_fpr"]) == {"0.001", "0.01"}
 
 

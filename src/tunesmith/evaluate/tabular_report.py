@@ -70,7 +70,9 @@ def _decision(results: dict) -> list[str]:
              _table(["test", "flagged & positive", "false alarms", "missed", "precision", "recall", "FPR"],
                     [["at the threshold", t["tp"], t["fp"], t["fn"], t["precision"], t["recall"], t["fpr"]]])]
     if "expected_cost" in results["test"]:
-        parts.append(f"<p>Expected cost on test: {_ci(results['test'], 'expected_cost')} per row.</p>")
+        parts.append(f"<p>Expected cost on test: {_ci(results['test'], 'expected_cost')} per row. Each baseline's "
+                     "expected cost in the table above is at its own threshold, chosen on validation the same way."
+                     "</p>")
     return parts
 
 

@@ -44,8 +44,13 @@ def finish(task, cfg: RunConfig, data: TaskData, training: dict, run_dir: Path) 
     if cfg.eval.test:
         results["unseen_categories"] = unseen_categories(data.splits["test"], schema)
         results["test"] = score(y["test"], out["test"])
-        others = baselines(task, cfg, schema, X, y, labels)
-        results["baselines"] = {name: {"test": score(y["test"], o)} for name, o in others.items()}
+        both = baselines(task, cfg, schema, X, y, labels)
+        others = {name: o["test"] for name, o in both.items()}
+        results["baselines"] = {}
+        for name, o in both.items():  # each baseline decides at its own threshold, chosen on validation as well
+            own = choose_threshold(y["validation"], o["validation"], positive, cfg.eval.costs)
+            results["baselines"][name] = {"decision": own, "test": _scorer(task, cfg, labels, positive, own)(
+                y["test"], o["test"])}
         metric = results["headline"]
         best = best_baseline({k: v["test"] for k, v in results["baselines"].items()}, metric)
         pairs = compare_models(y["test"], out["test"], others, labels, positive, cfg.eval, cfg.train.seed)
@@ -91,26 +96,26 @@ def choose_threshold(y_val: np.ndarray, out_val: np.ndarray, positive: int | Non
     return cost_threshold((y_val == positive).astype(int), out_val[:, positive], costs)
 
 
-def baselines(task, cfg: RunConfig, schema: Schema, X: dict, y: dict, labels: list[str]) -> dict[str, np.ndarray]:
-    """Test outputs of: the majority class (the training mean for regression); a logistic (linear) regression on
+def baselines(task, cfg: RunConfig, schema: Schema, X: dict, y: dict, labels: list[str]) -> dict[str, dict]:
+    """Validation and test outputs of: the majority class (the training mean for regression); a logistic (linear) regression on
     the same features; a default LightGBM when the run's model or settings differ; and, for a warm start, the
     model trained on this data alone and the source model as it was."""
     from tunesmith.models.gbdt import load_model
 
-    n_test, t = len(X["test"]), cfg.tabular
-    out: dict[str, np.ndarray] = {}
+    t = cfg.tabular
+    out: dict[str, dict] = {}
     if task.regression:
-        out["mean"] = np.full(n_test, float(np.mean(y["train"])))
+        out["mean"] = {s: np.full(len(X[s]), float(np.mean(y["train"]))) for s in ("validation", "test")}
     else:
         prior = np.bincount(y["train"], minlength=len(labels)) / len(y["train"])
-        out["majority_class"] = np.tile(prior, (n_test, 1))
+        out["majority_class"] = {s: np.tile(prior, (len(X[s]), 1)) for s in ("validation", "test")}
     fit_y = task.target(_frame_with(y["train"], labels, task), schema)
     fit_val = task.target(_frame_with(y["validation"], labels, task), schema)
 
-    def trained(settings: TabularConfig) -> np.ndarray:
+    def trained(settings: TabularConfig) -> dict:
         model, weight = task.build(cfg, schema, fit_y, settings)
         model.fit(X["train"], fit_y, X["validation"], fit_val, weight)
-        return task.probabilities(model.predict(X["test"]), schema)
+        return {s: task.probabilities(model.predict(X[s]), schema) for s in ("validation", "test")}
 
     linear = "linear_regression" if task.regression else "logistic_regression"
     if t.model != "logistic":
@@ -123,7 +128,7 @@ def baselines(task, cfg: RunConfig, schema: Schema, X: dict, y: dict, labels: li
     if t.init_from:
         out["target_only"] = trained(t.model_copy(update={"init_from": None}))
         source = load_model(Path(t.init_from) / MODEL_DIR)
-        out["source_only"] = task.probabilities(source.predict(X["test"]), schema)
+        out["source_only"] = {s: task.probabilities(source.predict(X[s]), schema) for s in ("validation", "test")}
     return out
 
 
