@@ -222,6 +222,8 @@ def summary_lines(res: dict) -> list[str]:
     for label, m in [(f"{res['model']} (this run)", test)] + [(k.replace("_", " "), b["test"])
                                                              for k, b in res["baselines"].items()]:
         extra = f"; recall at 1% FPR {m['recall_at_fpr']['0.01']['recall']:.3f}" if metric == "pr_auc" else ""
+        if "expected_cost" in m:  # each at its own threshold, chosen on validation
+            extra += f"; cost/row {m['expected_cost']:.4f}"
         lines.append(f"  {label:<28} {_ci(m, metric)}{extra}")
     comp = res.get("comparison") or {}
     if comp:
