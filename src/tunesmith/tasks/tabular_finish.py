@@ -97,9 +97,9 @@ def choose_threshold(y_val: np.ndarray, out_val: np.ndarray, positive: int | Non
 
 
 def baselines(task, cfg: RunConfig, schema: Schema, X: dict, y: dict, labels: list[str]) -> dict[str, dict]:
-    """Validation and test outputs of: the majority class (the training mean for regression); a logistic (linear) regression on
-    the same features; a default LightGBM when the run's model or settings differ; and, for a warm start, the
-    model trained on this data alone and the source model as it was."""
+    """Validation and test outputs of: the majority class (the training mean for regression); a logistic (linear)
+    regression on the same features; a default LightGBM when the run's model or settings differ; and, for a warm
+    start, the model trained on this data alone and the source model as it was."""
     from tunesmith.models.gbdt import load_model
 
     t = cfg.tabular
