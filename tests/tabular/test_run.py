@@ -101,8 +101,9 @@ def test_multiclass_target(tmp_path):
 def test_split_modes_keep_their_column_out_of_the_features(tmp_path, mode, column):
     df = make_table(400, seed=5)
     df["customer"] = [f"c{i % 50}" for i in range(len(df))]
-    df.to_csv(tmp_path / "t.csv", index=False)
-    cfg = build_config(config(tmp_path / "t.csv", tmp_path / "runs", data={f"{mode}_column": column}))
+    df["signup"] = pd.to_datetime(df["signup"])
+    df.to_parquet(tmp_path / "t.parquet")  # typed columns, NaN in x2
+    cfg = build_config(config(tmp_path / "t.parquet", tmp_path / "runs", data={f"{mode}_column": column}))
     task = get_task(cfg.task)
     data = task.load_data(task.configure(cfg))
     assert data.data_report["split_mode"] == mode
