@@ -182,7 +182,9 @@ def typed_frame(df: pd.DataFrame, columns: list[Column], path: str) -> pd.DataFr
 
 def row_hash(df: pd.DataFrame, columns: list[str]) -> list[str]:
     """A content hash of each row's feature values (row identity for fingerprints and duplicate checks)."""
-    text = df[columns].astype(str).agg("\x1f".join, axis=1) if columns else pd.Series([""] * len(df))
+    cells = df[columns].astype(object)
+    # missing cells hash as empty (pandas may keep NaN through astype(str))
+    text = cells.where(cells.notna(), "").map(str).agg("\x1f".join, axis=1) if columns else pd.Series([""] * len(df))
     return [hashlib.sha256(t.encode()).hexdigest()[:16] for t in text]
 
 
