@@ -19,7 +19,9 @@ import pandas as pd
 from tunesmith.io import atomic_write_json
 
 INFO = "model_info.json"  # which model, objective and rounds: written beside the model file
-OnRound = Callable[[int, dict], None]  # (round, {"train": loss, "validation": loss}) after each boosting round
+# after each boosting round: (round, {"train": loss, "validation": loss}, a function giving the validation
+# predictions of the model so far, for metrics other than the loss)
+OnRound = Callable[[int, dict, Callable[[], np.ndarray]], None]
 
 
 class LightGBMModel:
@@ -54,7 +56,7 @@ class LightGBMModel:
         if on_round is not None:
             def report(env) -> None:
                 losses = {d: v for d, m, v, _ in env.evaluation_result_list if m == params["metric"]}
-                on_round(env.iteration + 1, losses)
+                on_round(env.iteration + 1, losses, lambda: env.model.predict(X_val, num_iteration=env.iteration + 1))
 
             callbacks.append(report)
         # the initial booster's trees stay in the model; its predictions are the starting scores of training
@@ -129,7 +131,8 @@ class XGBoostModel:
         if on_round is not None:
             class Report(xgb.callback.TrainingCallback):
                 def after_iteration(self, model, epoch, evals_log) -> bool:
-                    on_round(epoch + 1, {k: v[metric][-1] for k, v in evals_log.items()})
+                    on_round(epoch + 1, {k: v[metric][-1] for k, v in evals_log.items()},
+                             lambda: model.predict(valid, iteration_range=(0, epoch + 1)))
                     return False
             callbacks.append(Report())
         booster = xgb.train(params, train, self.num_boost_round, evals=[(train, "train"), (valid, "validation")],

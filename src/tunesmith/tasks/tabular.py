@@ -25,7 +25,7 @@ from tunesmith.tasks.base import TaskData
 
 MODEL_DIR = "model"
 SCHEMA, DECISION = "schema.json", "decision.json"  # in model/: the feature schema; the decision threshold
-REPORT_EVERY = 10  # boosting rounds between records in metrics.jsonl
+REPORT_EVERY = 10  # boosting rounds between records in metrics.jsonl (and reports to a search)
 
 
 @register_task("tabular-classification")
@@ -270,10 +270,15 @@ class TabularClassification:
         source = load_model(Path(cfg.tabular.init_from) / MODEL_DIR) if cfg.tabular.init_from else None
         records: list[dict] = []
 
-        def on_round(step: int, losses: dict) -> None:
+        def on_round(step: int, losses: dict, predict_validation) -> None:
             if step % REPORT_EVERY == 0 or step == 1:
                 records.append({"type": "train", "step": step, "loss": losses.get("train")})
                 records.append({"type": "eval", "step": step, "loss": losses.get("validation")})
+            if callbacks and step % REPORT_EVERY == 0:  # a search may prune the trial by boosting round
+                scores = self._validation_metrics(y["validation"], self.probabilities(predict_validation(), schema),
+                                                  schema)
+                for callback in callbacks:
+                    callback({"evals": step // REPORT_EVERY, "last_eval": scores})
 
         model.fit(X["train"], y["train"], X["validation"], y["validation"], weight, init_model=source,
                   on_round=on_round)
@@ -285,8 +290,9 @@ class TabularClassification:
         replace_dir(tmp, run_dir / MODEL_DIR)
         val = self.probabilities(model.predict(X["validation"]), schema)
         final = self._validation_metrics(y["validation"], val, schema)
-        for callback in callbacks:  # one report, at the end: a search compares finished models
-            callback({"evals": 1, "last_eval": final})
+        if not any(r["type"] == "eval" for r in records):  # no boosting rounds (linear model): report once
+            for callback in callbacks:
+                callback({"evals": 1, "last_eval": final})
         history = model.history_["validation"]
         rounds_trained = model.rounds_ - model.init_rounds_
         return {"model": cfg.tabular.model, "rounds": model.best_round_, "rounds_trained": rounds_trained,
