@@ -193,10 +193,21 @@ def auto(data: Path = typer.Argument(..., help="Labelled training data: CSV, TSV
          test: Optional[Path] = typer.Option(None, "--test", help="Test file (default: a split of DATA)."),
          model: str = typer.Option("minilm-l6", "--model"),
          output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
-         max_trials: int = typer.Option(100, "--max-trials", help="Stop the search after this many trials.")) -> None:
+         max_trials: int = typer.Option(100, "--max-trials", help="Stop the search after this many trials."),
+         task: str = typer.Option("text-classification", "--task", help="text-classification, or for a table "
+                                  "tabular-classification (also: tabular) or tabular-regression: a LightGBM "
+                                  "search.")) -> None:
     """AutoML: choose the method and search space from the data and the budget, search, train the winner."""
     from tunesmith.tune.auto import auto as run_auto
 
+    if task.startswith("tabular"):
+        from tunesmith.tune.auto_tabular import auto_tabular
+
+        result = auto_tabular(str(data), label_column, time_budget, str(output_dir), str(test) if test else None,
+                              max_trials, "tabular-classification" if task == "tabular" else task)
+        for reason in result.summary["auto"]["reasons"]:
+            typer.echo(f"- {reason}")
+        return _study_summary(result)
     result = run_auto(str(data), label_column, text_column, time_budget, model, str(output_dir),
                       str(test) if test else None, max_trials)
     for reason in result.summary["auto"]["reasons"]:
