@@ -51,6 +51,15 @@ def test_a_categorical_with_100k_levels_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and "column 'card' has 100000 distinct values" in err[0] and "tabular.drop_columns" in err[0]
 
 
+def test_costs_on_a_multiclass_target_name_the_field(tmp_path, capsys):
+    make_table(300).assign(fraud=["a", "b", "c"] * 100).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config(tmp_path / "t.csv", tmp_path / "runs")))
+    assert main(["train", str(tmp_path / "c.yaml"), "eval.costs={fn: 5, fp: 1}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "eval.costs = {'fn': 5.0, 'fp': 1.0}: applies to a binary target; 'fraud' has 3 " \
+        "classes" in err[0], err
+
+
 @pytest.mark.parametrize("override, expected", [
     ("eval.costs={fn: 5}", "eval.costs = {'fn': 5.0}: give both fn (a missed positive) and fp (a false alarm)"),
     ("data.group_column=city", "data.time_column and data.group_column: choose one split mode"),

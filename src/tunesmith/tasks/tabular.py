@@ -215,6 +215,12 @@ class TabularClassification:
         else:
             columns = fit_levels(columns, data.splits["train"])
         positive = None
+        if len(data.labels) > 2:  # settings that only a binary target can use
+            binary_only = (("eval.costs", cfg.eval.costs), ("tabular.positive_label", cfg.tabular.positive_label))
+            for field, value in binary_only:
+                if value is not None:
+                    raise UserError(f"{field} = {value}: applies to a binary target; {cfg.data.label_column!r} has "
+                                    f"{len(data.labels)} classes ({', '.join(data.labels[:5])})")
         if len(data.labels) == 2:
             counts = data.splits["train"]["label"].value_counts()
             positive = cfg.tabular.positive_label or min(data.labels, key=lambda l: (counts.get(l, 0), l))
