@@ -67,3 +67,12 @@ def test_rows_repeated_across_splits_block_the_run_and_fix_removes_them(tmp_path
     data, report = task.audit(fixed_cfg, task.load_data(fixed_cfg))
     train = set(data.splits["train"]["sha256"])
     assert not train & set(data.splits["test"]["sha256"]) and report["fixes"][0]["rows"] == leaks["count"]
+
+
+def test_repeats_in_a_table_of_coarse_columns_are_a_warning(tmp_path):
+    rng = np.random.default_rng(2)  # coded columns: customers share whole rows by chance (as in ISLP's Caravan)
+    df = pd.DataFrame({"age_band": rng.integers(1, 6, 400), "region": rng.choice(["n", "s", "e"], 400)})
+    df["fraud"] = np.where(rng.random(400) < 0.3 + 0.1 * (df["region"] == "n"), "yes", "no")
+    found = _audit(tmp_path, df)
+    assert found["leakage_exact"]["count"] > 0 and found["leakage_exact"]["severity"] == "warning"
+    assert "every column is coarse" in found["leakage_exact"]["message"]

@@ -15,9 +15,21 @@ from tunesmith.data.load import ROW
 LEAK_AUC = 0.99  # a single column separating the classes this well is almost surely known only after the fact
 
 
-def check_duplicates(frames: dict[str, pd.DataFrame]) -> list[dict]:
+def fine_grained(train: pd.DataFrame, columns: list[dict]) -> str | None:
+    """A column whose values are nearly unique (at least half as many distinct values as rows): with one, two
+    identical rows are not chance. Returns its name, or None for a table of coarse (coded, binned) columns."""
+    for c in columns:
+        v = train[c["name"]].dropna()
+        if len(v) >= 20 and v.nunique() >= 0.5 * len(v):
+            return c["name"]
+    return None
+
+
+def check_duplicates(frames: dict[str, pd.DataFrame], columns: list[dict] | None = None) -> list[dict]:
     """Identical rows (every feature and the target) within a split, across splits (evaluation rows that a
-    model saw in training), and identical features with different targets."""
+    model saw in training), and identical features with different targets. Repeats across splits block the run
+    when a column is nearly unique per row; in a table of coarse columns (codes, bins) customers share rows by
+    chance, and the repeats are a warning."""
     dups, leaks, conflicts = [], [], []
     seen_before: dict[str, tuple[str, int]] = {}
     for split in [s for s in SPLIT_ORDER if s in frames]:
@@ -37,10 +49,14 @@ def check_duplicates(frames: dict[str, pd.DataFrame]) -> list[dict]:
                       for h, r in zip(df["sha256"], df[ROW]) if len(labels[h]) > 1]
         for key, row in first.items():
             seen_before.setdefault(key, (split, row))
+    fine = fine_grained(frames["train"], columns) if columns is not None else "?"
+    why = (f"column {fine!r} is nearly unique per row, so repeats are not chance: scores on them measure memory, "
+           "not generalisation" if fine else "every column is coarse (few distinct values), so rows can repeat by "
+           "chance; audit.on_issue=fix removes them")
     return [
         _finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split"),
-        _finding("leakage_exact", BLOCKING, leaks, f"{len(leaks)} evaluation rows repeat a row of an earlier split "
-                 "(every feature and the target): scores on them measure memory, not generalisation"),
+        _finding("leakage_exact", BLOCKING if fine else WARNING, leaks, f"{len(leaks)} evaluation rows repeat a row "
+                 f"of an earlier split (every feature and the target); {why}"),
         _finding("conflicting_rows", INFO, conflicts, f"{len(conflicts)} rows share every feature with a row of "
                  "another target (noise the model cannot resolve)"),
     ]
@@ -155,7 +171,7 @@ def check_missing_columns(frames: dict[str, pd.DataFrame], columns: list[dict]) 
 def audit_table(frames: dict[str, pd.DataFrame], columns: list[dict], labels: list[str],
                 time_column: str | None = None, seed: int = 0) -> dict:
     """Every tabular check; the report has the shape of tunesmith.data.audit.audit_splits'."""
-    checks = [("duplicates", lambda: check_duplicates(frames)),
+    checks = [("duplicates", lambda: check_duplicates(frames, columns)),
               ("leaky_columns", lambda: check_leaky_columns(frames["train"], columns, labels, time_column, seed)),
               ("identifiers", lambda: check_identifiers(frames["train"], columns)),
               ("missing_values", lambda: check_missing_columns(frames, columns))]
