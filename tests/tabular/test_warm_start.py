@@ -49,3 +49,14 @@ def test_warm_start_needs_a_booster_run_of_the_same_kind(runs, tmp_path):
 
     with pytest.raises(UserError, match="its model is lightgbm; a warm start continues a booster of the same kind"):
         get_task(cfg.task).configure(cfg)
+
+
+def test_a_missing_source_data_file_skips_only_the_forgetting_check(tmp_path):
+    make_table(600, seed=13).to_csv(tmp_path / "source.csv", index=False)
+    make_table(200, seed=12, shift=-1.0).to_csv(tmp_path / "target.csv", index=False)
+    source = fine_tune(build_config({**config(tmp_path / "source.csv", tmp_path / "runs"), "run_name": "source"}))
+    (tmp_path / "source.csv").unlink()
+    warm = fine_tune(build_config({**config(tmp_path / "target.csv", tmp_path / "runs",
+                                            tabular={"init_from": str(source.path)}), "run_name": "warm"}))
+    f = warm.results["warm_start"]["forgetting"]
+    assert not f["checked"] and "could not be read" in f["why"] and "source.csv: file not found" in f["why"]

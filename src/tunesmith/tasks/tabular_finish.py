@@ -12,6 +12,7 @@ import pandas as pd
 from tunesmith.config import RunConfig, TabularConfig
 from tunesmith.data.load import ROW
 from tunesmith.data.tabular import Schema, encode, unseen_categories
+from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.tasks.base import TaskData
 from tunesmith.tasks.tabular import DECISION, MODEL_DIR, SCHEMA, source_config, write_csv
@@ -150,9 +151,13 @@ def warm_start_report(task, cfg: RunConfig, schema: Schema, model, pairs: dict, 
               "vs_target_only": pairs["target_only"], "vs_source_only": pairs["source_only"]}
     source_cfg = source_config(cfg.tabular.init_from)
     saved = json.loads((Path(cfg.tabular.init_from) / "splits.json").read_text())["test"]["sha256"]
-    src = task.load_data(source_cfg)
-    if fingerprint(src.splits["test"])["sha256"] != saved and source_cfg.audit.enabled:
-        src, _ = task.audit(source_cfg, src)
+    try:  # the source run's data, split as it was
+        src = task.load_data(source_cfg)
+        if fingerprint(src.splits["test"])["sha256"] != saved and source_cfg.audit.enabled:
+            src, _ = task.audit(source_cfg, src)
+    except UserError as err:
+        report["forgetting"] = {"checked": False, "why": f"the source run's data could not be read ({err})"}
+        return report
     if fingerprint(src.splits["test"])["sha256"] != saved:
         report["forgetting"] = {"checked": False, "why": "the source run's test split could not be rebuilt from its "
                                 "config (its data file changed?)"}
