@@ -30,6 +30,12 @@ def _summary(run) -> None:
     res = run.results
     if res.get("task") == "sft":
         return _sft_summary(run)
+    if res.get("task", "").startswith("tabular"):
+        from tunesmith.evaluate.tabular_report import summary_lines
+
+        for line in [*summary_lines(res), f"run folder: {run.path}", f"report: {run.path / 'report.html'}"]:
+            typer.echo(line)
+        return
 
     def cell(m: dict, key: str) -> str:
         ci = m.get("ci", {}).get(key)
@@ -212,10 +218,21 @@ def auto(data: Path = typer.Argument(..., help="Labelled training data: CSV, TSV
          test: Optional[Path] = typer.Option(None, "--test", help="Test file (default: a split of DATA)."),
          model: str = typer.Option("minilm-l6", "--model"),
          output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
-         max_trials: int = typer.Option(100, "--max-trials", help="Stop the search after this many trials.")) -> None:
+         max_trials: int = typer.Option(100, "--max-trials", help="Stop the search after this many trials."),
+         task: str = typer.Option("text-classification", "--task", help="text-classification, or for a table "
+                                  "tabular-classification (also: tabular) or tabular-regression: a LightGBM "
+                                  "search.")) -> None:
     """AutoML: choose the method and search space from the data and the budget, search, train the winner."""
     from tunesmith.tune.auto import auto as run_auto
 
+    if task.startswith("tabular"):
+        from tunesmith.tune.auto_tabular import auto_tabular
+
+        result = auto_tabular(str(data), label_column, time_budget, str(output_dir), str(test) if test else None,
+                              max_trials, "tabular-classification" if task == "tabular" else task)
+        for reason in result.summary["auto"]["reasons"]:
+            typer.echo(f"- {reason}")
+        return _study_summary(result)
     result = run_auto(str(data), label_column, text_column, time_budget, model, str(output_dir),
                       str(test) if test else None, max_trials)
     for reason in result.summary["auto"]["reasons"]:
@@ -313,13 +330,15 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more ru
 def demo(output_dir: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
          task: str = typer.Option("text-classification", "--task", help="text-classification: MiniLM-L6 on BBC "
                                   "News topics; image-classification: EfficientNet-Lite0 on handwritten digits; "
-                                  "sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations.")
+                                  "sft: SmolLM2-135M with LoRA on chatterbot-corpus conversations; "
+                                  "tabular: LightGBM on ISLP's Default credit table.")
          ) -> None:
     """Fine-tune a shipped model on real public data (a few minutes on a laptop CPU)."""
-    from tunesmith.demo import demo_config, image_demo_config, sft_demo_config
+    from tunesmith.demo import demo_config, image_demo_config, sft_demo_config, tabular_demo_config
     from tunesmith.run import fine_tune
 
-    configs = {"text-classification": demo_config, "image-classification": image_demo_config, "sft": sft_demo_config}
+    configs = {"text-classification": demo_config, "image-classification": image_demo_config, "sft": sft_demo_config,
+               "tabular": tabular_demo_config}
     if task not in configs:
         raise UserError(f"demo --task {task!r}: expected one of {', '.join(configs)}")
     run = fine_tune(configs[task](output_dir))

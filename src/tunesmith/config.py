@@ -79,6 +79,10 @@ class DataConfig(_Strict):
                                "run folder) instead of stopping with an error.")
     max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded stratified sample of at "
                                        "most this many rows (quick experiments).")
+    time_column: str | None = Field(None, description="Tabular: split in time order by this column (validation and "
+                                    "test come after training); it is not a model feature.")
+    group_column: str | None = Field(None, description="Tabular: keep all rows of one group (e.g. a customer id) in "
+                                     "one split; it is not a model feature.")
 
 
 class LoraSettings(_Strict):
@@ -178,6 +182,11 @@ class EvalConfig(_Strict):
                             "(probabilities change, the predicted label does not).")
     test: bool = Field(True, description="Score the test split and the baselines. Search trials set this to "
                        "false: the test split is used once, by the study's final run.")
+    costs: dict[Literal["fn", "fp"], float] | None = Field(None, description="Tabular binary: cost of a missed "
+                                                           "positive (fn) and of a false alarm (fp), e.g. {fn: 5, "
+                                                           "fp: 1}. The decision threshold minimising the cost on "
+                                                           "validation is saved and used by `predict`; the report "
+                                                           "gives the expected cost on test. Default: threshold 0.5.")
 
 
 class SftConfig(_Strict):
@@ -244,6 +253,38 @@ class ImageConfig(_Strict):
                                    "(torchvision transforms v2).")
 
 
+class TabularConfig(_Strict):
+    model: Literal["lightgbm", "xgboost", "logistic"] = Field("lightgbm", description="lightgbm (gradient-boosted "
+                                                              "trees, native categorical handling), xgboost, or "
+                                                              "logistic (regularised logistic / linear regression on "
+                                                              "one-hot, standardised features).")
+    drop_columns: list[str] = Field(default_factory=list, description="Columns that are not features (identifiers, "
+                                    "columns known only after the outcome).")
+    positive_label: str | None = Field(None, description="Binary: the class whose probability is the score "
+                                       "(fraud, default, churn). Default: the rarer class in training.")
+    init_from: str | None = Field(None, description="Warm start: a finished tabular run folder whose boosted model "
+                                  "(lightgbm or xgboost) continues on this data with its feature schema; the report "
+                                  "compares warm-started, this-data-only and source-only models.")
+    class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight rows by inverse class "
+                                                      "frequency (scale_pos_weight for binary boosting).")
+    num_boost_round: int = Field(1000, gt=0, description="Most boosting rounds (trees per class).")
+    early_stopping_rounds: int | None = Field(50, gt=0, description="Stop when the validation loss has not improved "
+                                              "for this many rounds and keep the best round; null: train every round.")
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0, description="Boosting learning rate (shrinkage).")
+    num_leaves: int = Field(31, ge=2, le=131072, description="Most leaves per tree (lightgbm; xgboost max_leaves).")
+    max_depth: int = Field(-1, ge=-1, description="Deepest tree level; -1: no limit (xgboost: 6).")
+    min_child_samples: int = Field(20, ge=1, description="Fewest training rows in a leaf (xgboost: "
+                                   "min_child_weight).")
+    feature_fraction: float = Field(1.0, gt=0.0, le=1.0, description="Share of features each tree sees.")
+    bagging_fraction: float = Field(1.0, gt=0.0, le=1.0, description="Share of rows each tree sees (seeded).")
+    lambda_l2: float = Field(0.0, ge=0.0, description="L2 regularisation of leaf values.")
+    logistic_c: float = Field(1.0, gt=0.0, description="Inverse regularisation strength of the logistic "
+                              "regression model and baseline.")
+    max_categories: int = Field(1000, ge=2, description="Most distinct values of a categorical column in training; "
+                                "more stops the run (an identifier or free text belongs in drop_columns).")
+    threads: int | None = Field(None, gt=0, description="Threads for training. Default: the library's (all cores).")
+
+
 class ParamSpec(_Strict):
     type: Literal["float", "int", "categorical"] = Field(..., description="Kind of parameter.")
     low: float | None = Field(None, description="Lower bound (float, int).")
@@ -303,7 +344,8 @@ class TuneConfig(_Strict):
 
 class RunConfig(_Strict):
     task: str = Field("text-classification", description="What to train: text-classification, "
-                      "image-classification, or sft (instruction / chat fine-tuning of a causal language model).")
+                      "image-classification, sft (instruction / chat fine-tuning of a causal language model), "
+                      "tabular-classification or tabular-regression (gradient boosting on a table's columns).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -313,6 +355,8 @@ class RunConfig(_Strict):
     sft: SftConfig = Field(default_factory=SftConfig, description="Instruction / chat fine-tuning (task: sft).")
     image: ImageConfig = Field(default_factory=ImageConfig, description="Image classification "
                                "(task: image-classification).")
+    tabular: TabularConfig = Field(default_factory=TabularConfig, description="Tabular prediction "
+                                   "(task: tabular-classification, tabular-regression).")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 

@@ -152,3 +152,32 @@ def demo_config(output_dir: str | Path = "runs"):
         "eval": {"probe_max_rows": 800},  # keeps the demo's frozen-encoder baseline to ~20 s on a laptop CPU
         "output_dir": str(output_dir),
     }, source="demo")
+
+
+def islp_table(name: str) -> Path:
+    """A CSV shipped by the `islp` package (ISLP/data/NAME.csv). The package is installed with --no-deps and
+    never imported (importing ISLP needs its heavy dependencies): find_spec locates the folder."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ISLP")
+    path = Path(spec.submodule_search_locations[0]) / "data" / f"{name}.csv" if spec else None
+    if path is None or not path.is_file():
+        raise UserError(f"the tabular demo data ships in the package 'islp'; run: pip install --no-deps islp "
+                        f"(looked for ISLP/data/{name}.csv)")
+    return path
+
+
+def tabular_demo_config(output_dir: str | Path = "runs"):
+    """LightGBM on ISLP's Default table (10,000 credit-card holders, 333 defaults; James, Witten, Hastie and
+    Tibshirani, An Introduction to Statistical Learning): missing a default costs 5 times a false alarm."""
+    from tunesmith.config import build_config
+
+    return build_config({
+        "task": "tabular-classification",
+        "data": {"train": str(islp_table("Default")), "label_column": "default", "validation_size": 0.2,
+                 "test_size": 0.2},
+        # two informative columns: small trees (LightGBM's 31 leaves overfit them within 40 rounds)
+        "tabular": {"model": "lightgbm", "num_leaves": 7, "min_child_samples": 50},
+        "eval": {"costs": {"fn": 5, "fp": 1}},
+        "output_dir": str(output_dir),
+    }, source="demo")

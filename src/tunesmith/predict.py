@@ -127,8 +127,13 @@ def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) 
     return predictor.logits(texts, batch_size), predictor.labels, predictor.temperature
 
 
-def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
-    """Label and calibrated probability for each text, from RUN_DIR/model."""
+def predict(run_dir: str | Path, texts: Sequence[str] | pd.DataFrame, batch_size: int = 64) -> pd.DataFrame:
+    """Label and calibrated probability for each text, from RUN_DIR/model; for a tabular run, give a DataFrame
+    of feature columns (see tunesmith.predict_tabular.predict_table)."""
+    if isinstance(texts, pd.DataFrame):  # a table's rows, for a tabular run
+        from tunesmith.predict_tabular import predict_table
+
+        return predict_table(run_dir, texts)
     predictor = load_predictor(run_dir)
     if predictor.input_name != "text":
         raise UserError(f"{run_dir}: an image-classification run; give images: predict --input IMAGES_FOLDER")
@@ -201,6 +206,14 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     run = completed_run(run_dir)
     if run.config.task == "image-classification":
         return predict_image_folder(run_dir, input_path, output_path)
+    if run.config.task.startswith("tabular"):
+        from tunesmith.predict_tabular import predict_table
+
+        df = read_table(input_path)
+        out = df.drop(columns=[ROW]).join(predict_table(run_dir, df, str(input_path)).set_index(df.index),
+                                          rsuffix="_predicted")
+        _write_csv(out, output_path)
+        return len(out)
     column = text_column or run.config.data.text_column
     df = read_table(input_path)
     if column not in df.columns:

@@ -96,7 +96,7 @@ def environment(accelerator) -> dict:
 
     versions = {}
     for pkg in ("tunesmith", "torch", "transformers", "accelerate", "peft", "tokenizers", "timm", "torchvision",
-                "scikit-learn", "pandas"):
+                "scikit-learn", "pandas", "lightgbm", "xgboost"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -289,6 +289,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         if not resuming:
             save_config(cfg, run_dir / "config.yaml")  # replaced by the resolved config below
     data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming, memo)
+    if hasattr(task, "fit"):  # trains outside the torch loop (gradient boosting): no prepare, no train_loop
+        return _fit(cfg, task, data, splits, run_dir, accelerator, callbacks)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
@@ -333,3 +335,18 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     accelerator.wait_for_everyone()
     return Run(run_dir, resolved, "completed", results)
+
+
+def _fit(cfg, task, data, splits: dict, run_dir: Path, accelerator, callbacks) -> Run:
+    """A task that trains itself: `task.fit(cfg, data, run_dir, callbacks) -> training dict`, then its finish."""
+    from tunesmith.evaluate.metrics import headline
+
+    atomic_write_json(run_dir / "splits.json", splits)
+    atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
+    atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels, "train_profile":
+                                                     task.profile(data),
+                                                     "split_rows": {k: len(v) for k, v in data.splits.items()}})
+    training = task.fit(cfg, data, run_dir, callbacks)
+    results = task.finish(cfg, data, None, accelerator, training, run_dir)
+    _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
+    return Run(run_dir, cfg, "completed", results)

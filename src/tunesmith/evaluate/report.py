@@ -130,7 +130,7 @@ def _picture(path: Path, title: str) -> list[str]:
             f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">']
 
 
-def _audit_section(run_dir: Path) -> list[str]:
+def audit_section(run_dir: Path) -> list[str]:
     from tunesmith.data.audit import flagged_pairs
 
     path = run_dir / "audit.json"
@@ -165,9 +165,13 @@ def write_report(run_dir: str | Path) -> Path:
                 html_table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                        [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
                          tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]])]
-    if results["task"] == "sft":
+    if results["task"].startswith("tabular"):
+        from tunesmith.evaluate.tabular_report import tabular_sections
+
+        parts = tabular_sections(results, run_dir, records, training)
+    elif results["task"] == "sft":
         parts = [f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>", *_sft_sections(results, run_dir),
-                 *_audit_section(run_dir), *training, "<h3>Learning curves</h3>", _curves(records)]
+                 *audit_section(run_dir), *training, "<h3>Learning curves</h3>", _curves(records)]
     else:
         parts = _classification_sections(results, run_dir, records, training)
     parts += ["<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
@@ -222,7 +226,7 @@ def _classification_sections(results: dict, run_dir: Path, records: list[dict], 
         "<h2 id='comparison'>Did fine-tuning help? (held-out test split)</h2>",
         html_table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
         *_verdict(results.get("comparison") or {}),
-        *_audit_section(run_dir),
+        *audit_section(run_dir),
         *training,
         f"<p>{html.escape(results.get('overfitting', {}).get('summary', ''))}</p>",
         "<h3>Learning curves</h3>", _curves(records),

@@ -17,6 +17,8 @@ _BUILTIN: dict[str, str] = {
     "text-classification": "tunesmith.tasks.text_classification",
     "image-classification": "tunesmith.tasks.image_classification",
     "sft": "tunesmith.tasks.sft",
+    "tabular-classification": "tunesmith.tasks.tabular",
+    "tabular-regression": "tunesmith.tasks.tabular",
 }
 _TASKS: dict[str, type] = {}
 

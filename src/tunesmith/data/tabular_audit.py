@@ -1,0 +1,181 @@
+"""Audit of a table's splits: rows repeated across splits, a column that predicts the target almost perfectly
+(a leak), a timestamp that orders the target, an identifier column, missing values, class balance.
+
+Splits hold typed feature columns (tunesmith.data.tabular), `label`, the row number and a row hash `sha256`.
+Findings have the shape of tunesmith.data.audit's, so the gate, the fixes and the report treat them alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tunesmith.data.audit import BLOCKING, INFO, SPLIT_ORDER, WARNING, finding, check_classes, run_checks
+from tunesmith.data.load import ROW
+
+LEAK_AUC = 0.99  # a single column separating the classes this well is almost surely known only after the fact
+
+
+def fine_grained(train: pd.DataFrame, columns: list[dict]) -> str | None:
+    """A column whose values are nearly unique (at least half as many distinct values as rows): with one, two
+    identical rows are not chance. Returns its name, or None for a table of coarse (coded, binned) columns."""
+    for c in columns:
+        v = train[c["name"]].dropna()
+        if len(v) >= 20 and v.nunique() >= 0.5 * len(v):
+            return c["name"]
+    return None
+
+
+def check_duplicates(frames: dict[str, pd.DataFrame], columns: list[dict] | None = None) -> list[dict]:
+    """Identical rows (every feature and the target) within a split, across splits (evaluation rows that a
+    model saw in training), and identical features with different targets. Repeats across splits block the run
+    when a column is nearly unique per row; in a table of coarse columns (codes, bins) customers share rows by
+    chance, and the repeats are a warning."""
+    dups, leaks, conflicts = [], [], []
+    seen_before: dict[str, tuple[str, int]] = {}
+    for split in [s for s in SPLIT_ORDER if s in frames]:
+        df = frames[split]
+        first: dict[str, int] = {}
+        labels: dict[str, set] = {}
+        for h, row, label in zip(df["sha256"], df[ROW], df["label"]):
+            key = f"{h}\x1f{label}"
+            labels.setdefault(h, set()).add(str(label))
+            if key in seen_before:
+                leaks.append({"split": split, "row": int(row), "matches": {"split": seen_before[key][0],
+                                                                           "row": seen_before[key][1]}})
+            elif key in first:
+                dups.append({"split": split, "row": int(row), "duplicate_of": first[key]})
+            first.setdefault(key, int(row))
+        conflicts += [{"split": split, "row": int(r), "labels": sorted(labels[h])}
+                      for h, r in zip(df["sha256"], df[ROW]) if len(labels[h]) > 1]
+        for key, row in first.items():
+            seen_before.setdefault(key, (split, row))
+    fine = fine_grained(frames["train"], columns) if columns is not None else "?"
+    why = (f"column {fine!r} is nearly unique per row, so repeats are not chance: scores on them measure memory, "
+           "not generalisation" if fine else "every column is coarse (few distinct values), so rows can repeat by "
+           "chance; audit.on_issue=fix removes them")
+    return [
+        finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split"),
+        finding("leakage_exact", BLOCKING if fine else WARNING, leaks, f"{len(leaks)} evaluation rows repeat a row "
+                 f"of an earlier split (every feature and the target); {why}"),
+        finding("conflicting_rows", INFO, conflicts, f"{len(conflicts)} rows share every feature with a row of "
+                 "another target (noise the model cannot resolve)"),
+    ]
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from tunesmith.evaluate.binary import roc_auc
+
+    auc = roc_auc(y, score)
+    return max(auc, 1 - auc) if np.isfinite(auc) else float("nan")
+
+
+def _out_of_fold_rates(values: pd.Series, y: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """Each row's class rates among rows of the same value (or quantile bin) in the other half of the data:
+    an honest single-column predictor (an identifier, unique per row, predicts nothing)."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        numeric = pd.Series(values.astype("int64") if pd.api.types.is_datetime64_any_dtype(values) else values)
+        keys = pd.qcut(numeric.rank(method="first"), q=min(100, max(1, numeric.notna().sum())), labels=False,
+                       duplicates="drop").astype("float").fillna(-1).to_numpy()
+    else:
+        keys = values.astype(str).where(values.notna(), "\x00missing").to_numpy()
+    half = np.random.default_rng(seed).random(len(y)) < 0.5
+    onehot = np.eye(n_classes)[y]
+    prior = onehot.mean(0)
+    out = np.zeros((len(y), n_classes))
+    for fit, apply in ((half, ~half), (~half, half)):
+        rates = pd.DataFrame(onehot[fit]).groupby(keys[fit]).mean()
+        out[apply] = rates.reindex(keys[apply]).fillna(pd.Series(prior)).to_numpy()
+    return out
+
+
+def single_column_score(values: pd.Series, y: np.ndarray, n_classes: int, seed: int = 0) -> float:
+    """How well one column alone separates the classes: ROC-AUC (either direction) of the raw values for a
+    numeric column and a binary target, else the mean one-vs-rest AUC of out-of-fold value rates."""
+    numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)
+    if n_classes == 2 and numeric:
+        v = values.astype("int64").where(values.notna(), None) if pd.api.types.is_datetime64_any_dtype(values) \
+            else values
+        v = pd.to_numeric(v, errors="coerce").to_numpy(dtype=float)
+        v = np.where(np.isnan(v), np.nanmin(v) - 1 if np.isfinite(v).any() else 0.0, v)
+        return _auc(y, v)
+    rates = _out_of_fold_rates(values, y, n_classes, seed)
+    classes = [1] if n_classes == 2 else range(n_classes)
+    scores = [_auc((y == c).astype(int), rates[:, c]) for c in classes if 0 < (y == c).sum() < len(y)]
+    return float(np.nanmean(scores)) if scores else float("nan")
+
+
+def check_leaky_columns(train: pd.DataFrame, columns: list[dict], labels: list[str], time_column: str | None,
+                        seed: int) -> list[dict]:
+    """Columns (and the time column) that alone predict the target almost perfectly. Regression: |Spearman|."""
+    leaks, ordered, time_rows, scores = [], [], [], {}
+    targets = list(columns) + ([{"name": time_column, "kind": "time"}] if time_column else [])
+    if labels:
+        y = train["label"].map({l: i for i, l in enumerate(labels)}).to_numpy()
+    for c in targets:
+        values = train[c["name"]]
+        if values.notna().sum() < 10:
+            continue
+        if labels:
+            score = single_column_score(values, y, len(labels), seed)
+        else:
+            v = values.astype("int64") if pd.api.types.is_datetime64_any_dtype(values) else values
+            if not pd.api.types.is_numeric_dtype(v):
+                continue
+            score = abs(float(pd.Series(v).corr(train["label"].astype(float), method="spearman")))
+        if not np.isfinite(score):
+            continue
+        scores[c["name"]] = round(score, 4)
+        if score >= LEAK_AUC:
+            row = {"column": c["name"], "kind": c["kind"], "score": round(score, 4)}
+            (time_rows if c["kind"] == "time" else ordered if c["kind"] == "datetime" else leaks).append(row)
+    what = "ROC-AUC" if labels else "|Spearman correlation|"
+    return [
+        finding("leaky_column", BLOCKING, leaks, f"{len(leaks)} columns alone predict the target almost perfectly "
+                 f"({what} >= {LEAK_AUC} on training rows): "
+                 + ", ".join(f"{r['column']} ({r['score']})" for r in leaks)
+                 + " — a value known only after the outcome? List it in tabular.drop_columns" if leaks else
+                 f"no column alone predicts the target ({what} < {LEAK_AUC})", single_column_scores=scores),
+        finding("time_orders_label", BLOCKING, ordered, f"{len(ordered)} date columns order the target almost "
+                 "perfectly: " + ", ".join(f"{r['column']} ({r['score']})" for r in ordered) + "; the label may "
+                 "be defined by time (list the column in tabular.drop_columns)" if ordered else
+                 "no date column orders the target"),
+        finding("time_column_orders_label", WARNING, time_rows, f"data.time_column {time_column!r} orders the "
+                 "target almost perfectly: a time-ordered split puts nearly one class in test" if time_rows else
+                 "the time column does not order the target"),
+    ]
+
+
+def check_identifiers(train: pd.DataFrame, columns: list[dict]) -> dict:
+    """Columns unique per row: categories, or whole numbers (a continuous measurement is unique by nature)."""
+    rows = []
+    for c in columns:
+        v = train[c["name"]].dropna()
+        if len(v) < 20 or v.nunique() < len(train):
+            continue
+        whole = c["kind"] == "numeric" and np.allclose(v.to_numpy(dtype=float) % 1, 0)
+        if c["kind"] == "categorical" or whole:
+            rows.append({"column": c["name"], "distinct": int(v.nunique())})
+    return finding("identifier_column", WARNING, rows, f"{len(rows)} columns hold a different value in every "
+                    "training row (an identifier?): " + ", ".join(r["column"] for r in rows) + "; list them in "
+                    "tabular.drop_columns unless the value carries meaning" if rows else "no identifier-like column")
+
+
+def check_missing_columns(frames: dict[str, pd.DataFrame], columns: list[dict]) -> dict:
+    train = frames["train"]
+    shares = {c["name"]: round(float(train[c["name"]].isna().mean()), 4) for c in columns}
+    rows = [{"column": k, "missing_share": v} for k, v in shares.items() if v > 0]
+    return finding("missing_values", INFO, rows, f"{len(rows)} feature columns have missing values in training "
+                    "(the models handle them)" if rows else "no missing feature values", shares=shares)
+
+
+def audit_table(frames: dict[str, pd.DataFrame], columns: list[dict], labels: list[str],
+                time_column: str | None = None, seed: int = 0) -> dict:
+    """Every tabular check; the report has the shape of tunesmith.data.audit.audit_splits'."""
+    checks = [("duplicates", lambda: check_duplicates(frames, columns)),
+              ("leaky_columns", lambda: check_leaky_columns(frames["train"], columns, labels, time_column, seed)),
+              ("identifiers", lambda: check_identifiers(frames["train"], columns)),
+              ("missing_values", lambda: check_missing_columns(frames, columns))]
+    if labels:
+        checks.append(("classes", lambda: check_classes({s: f.assign(label=f["label"].astype(str))
+                                                         for s, f in frames.items()})))
+    return run_checks(frames, checks)
