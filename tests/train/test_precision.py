@@ -12,12 +12,8 @@ from tunesmith.errors import UserError
 from tunesmith.run import fine_tune, mixed_precision
 
 
-class _Objective:
-    def loss(self, model, batch):
-        return torch.nn.functional.cross_entropy(model(batch["x"]).float(), batch["labels"])
-
-    def logits(self, model, batch):  # noqa: D102
-        return model(batch["x"])
+def _loss(model, batch):
+    return torch.nn.functional.cross_entropy(model(batch["x"]).float(), batch["labels"])
 
 
 def _train(precision: str, tmp_path) -> list[torch.dtype]:
@@ -38,7 +34,7 @@ def _train(precision: str, tmp_path) -> list[torch.dtype]:
     layer.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     cfg = TrainConfig(batch_size=4, logging_steps=2, precision=precision)
     (tmp_path / precision).mkdir()
-    train_loop(_Objective(), model, examples, [1] * 16, collate, lambda m: {"loss": 0.0, "macro_f1": 0.0},
+    train_loop(_loss, model, examples, [1] * 16, collate, lambda m: {"loss": 0.0, "macro_f1": 0.0},
                cfg, 1, 1e-2, tmp_path / precision, accelerator)
     AcceleratorState._reset_state()
     return dtypes
