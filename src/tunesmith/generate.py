@@ -77,17 +77,23 @@ class ChatModel:
         half-decoded characters are held back, so the pieces join to exactly `Completion.text`."""
         import torch
 
+        import inspect
+
+        from transformers import DynamicCache
+
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         tokens: list[int] = []
         sent, finish, n_generated = 0, "length", 0
-        inputs, past = torch.tensor([list(prompt)]), None
+        inputs = torch.tensor([list(prompt)])
+        # the key/value cache fills in place; transformers 5.x renames the argument past_key_values -> cache
+        cache = DynamicCache(config=self.model.config)
+        cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         text = ""
         with torch.no_grad():
             for _ in range(max_new_tokens):
                 if cancelled is not None and cancelled():
                     break
-                out = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1].float()
+                logits = self.model(input_ids=inputs, use_cache=True, **{cache_arg: cache}).logits[0, -1].float()
                 if temperature > 0:
                     token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
                 else:

@@ -29,7 +29,7 @@ def chat_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve-chat")
     lm = build_tiny_lm(root / "lm")
-    cfg = sft_config(lm, write_jsonl(root / "chat.jsonl", make_chats(120)), root / "runs", epochs=4)
+    cfg = sft_config(lm, write_jsonl(root / "chat.jsonl", make_chats(120)), root / "runs", epochs=15)
     cfg["model"]["max_length"] = 128
     cfg["sft"]["eval_generations"] = 1
     return fine_tune(build_config(cfg)).path
