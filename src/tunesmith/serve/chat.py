@@ -67,15 +67,19 @@ def add_routes(app, server: Server, errors: dict) -> None:
     from fastapi.responses import StreamingResponse
 
     s = server.settings
-    ChatRequest = schemas.chat_request(s.max_item_chars, s.max_new_tokens)
+    ChatRequest = schemas.chat_request(s.max_item_chars, s.max_new_tokens, server.name)
     created = int(time.time())
 
     @app.get("/v1/models", tags=["openai"], response_model=schemas.ModelList, summary="The served model")
     async def list_models():
         return {"data": [{"id": server.name, "created": created, "owned_by": "tunesmith"}]}
 
-    stream_doc = {"text/event-stream": {"schema": {"type": "string"},
-                                        "description": "With stream: chat.completion.chunk events, then [DONE]."}}
+    # before OpenAPI 3.2 (FastAPI writes 3.1), the schema of an event stream describes one event
+    event = {"type": "object", "required": ["data"], "description": "With stream: one server-sent event.",
+             "properties": {"event": {"type": "string"}, "id": {"type": "string"},
+                            "data": {"type": "string", "description": "A chat.completion.chunk in JSON; the last "
+                                     "event's data is [DONE]."}}}
+    stream_doc = {"text/event-stream": {"schema": event}}
 
     @app.post(ROUTE, tags=["openai"], response_model=schemas.ChatCompletion,
               responses={200: {"content": stream_doc}, **{k: errors[k] for k in (404, 413, 422, 429, 503, 504)}},

@@ -87,7 +87,9 @@ def add_routes(app, server: Server, errors: dict) -> None:
     InferRequest = schemas.infer_request(s.max_batch, s.max_item_chars, input_name)
     work = {k: errors[k] for k in (413, 422, 429, 503, 504) if k in errors}
     named = {**work, 404: errors[404]}
-    Name = Path(description="The served model's name (the run folder's name).")
+    # the one name this server answers to: stated in the schema, so clients and fuzzers can know it
+    Name = Path(description="The served model's name (the run folder's name).",
+                json_schema_extra={"enum": [server.name]})
 
     @app.post("/predict", tags=["classification"], responses=work,
               response_model=Union[list[schemas.Score], list[list[schemas.Score]]],

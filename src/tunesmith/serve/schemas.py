@@ -166,7 +166,7 @@ class TextPart(BaseModel):
     text: str
 
 
-def chat_request(max_chars: int, max_new_tokens: int) -> type[BaseModel]:
+def chat_request(max_chars: int, max_new_tokens: int, name: str) -> type[BaseModel]:
     Content = Annotated[str, StringConstraints(max_length=max_chars)]
 
     class ChatMessage(BaseModel):
@@ -177,7 +177,7 @@ def chat_request(max_chars: int, max_new_tokens: int) -> type[BaseModel]:
         include_usage: bool = False
 
     class ChatCompletionRequest(BaseModel):
-        model: str = Field(description="The served model's name (GET /v1/models).")
+        model: str = Field(description="The served model's name (GET /v1/models).", json_schema_extra={"enum": [name]})
         messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
         max_tokens: int | None = Field(None, ge=1, le=max_new_tokens, description="Longest answer in tokens "
                                        f"(default {max_new_tokens}).")
@@ -188,7 +188,7 @@ def chat_request(max_chars: int, max_new_tokens: int) -> type[BaseModel]:
         stream_options: StreamOptions | None = None
         seed: int | None = Field(None, ge=0, le=2 ** 63 - 1)
         model_config = ConfigDict(json_schema_extra={"examples": [
-            {"model": "RUN", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}]})
+            {"model": name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}]})
 
     return ChatCompletionRequest
 
