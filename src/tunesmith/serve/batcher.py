@@ -2,8 +2,10 @@
 
 One worker thread owns the model. It takes the oldest input, lets others join until the batch holds
 `max_batch` inputs or the oldest has waited `max_wait_s`, and runs one forward pass. The event loop
-only enqueues and awaits futures, so /health answers while a batch computes. A full queue refuses
-new work at once (the caller answers 429) instead of letting latency grow without bound.
+only enqueues and awaits futures, so /health answers while a batch computes. The queue refuses new
+work at once (the caller answers 429) when it holds `max_queue` inputs, or when, at the pace of
+recent batches, the new inputs would wait longer than `wait_budget_s` (they would time out anyway:
+computing them would only waste the capacity that answers the others in time).
 """
 from __future__ import annotations
 
@@ -49,17 +51,18 @@ class Batcher:
     def __init__(self, run_batch: Callable[[list], Sequence], max_batch: int, max_wait_s: float, max_queue: int,
                  prepare: Callable[[Any], Any] | None = None, warmup: Callable[[], None] | None = None,
                  observe: Callable[[int, float], None] | None = None,
-                 on_depth: Callable[[int], None] | None = None) -> None:
+                 on_depth: Callable[[int], None] | None = None, wait_budget_s: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.run_batch, self.prepare, self.warmup = run_batch, prepare, warmup
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self.observe, self.on_depth = observe, on_depth
+        self.observe, self.on_depth, self.wait_budget_s, self.clock = observe, on_depth, wait_budget_s, clock
         self.ready = threading.Event()
         self.warmup_error: str | None = None
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._batch_seconds = 0.05  # running mean of one forward pass; sizes Retry-After
+        self.items_per_second: float | None = None  # running mean over recent batches; None until one ran
 
     @property
     def depth(self) -> int:
@@ -75,18 +78,21 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise Closed()
-            if len(self._items) + len(payloads) > self.max_queue:
-                raise QueueFull(self.retry_after())
+            wait = self.expected_wait(len(payloads))
+            if len(self._items) + len(payloads) > self.max_queue or (
+                    self.wait_budget_s is not None and wait is not None and wait > self.wait_budget_s):
+                raise QueueFull(max(1, math.ceil(wait or 1)))
             items = [_Item(p) for p in payloads]
             self._items.extend(items)
             self._depth_changed()
             self._cond.notify()
         return [item.future for item in items]
 
-    def retry_after(self) -> int:
-        """Seconds until the queue has drained at the recent pace (at least 1)."""
-        batches = math.ceil(max(len(self._items), 1) / self.max_batch)
-        return max(1, math.ceil(batches * self._batch_seconds))
+    def expected_wait(self, more: int = 0) -> float | None:
+        """Seconds until `more` new inputs would be answered, at the recent pace (None: no pace yet)."""
+        if self.items_per_second is None:
+            return None
+        return (len(self._items) + more) / self.items_per_second
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what is queued, stop the worker."""
@@ -147,7 +153,7 @@ class Batcher:
                 item.future.set_exception(ItemError(f"{type(err).__name__}: {err}"[:300]))
         if not live:
             return
-        tic = time.perf_counter()
+        tic = self.clock()
         try:
             results = self.run_batch([x for _, x in live])
         except Exception as err:
@@ -160,8 +166,11 @@ class Batcher:
         else:
             for (item, _), result in zip(live, results):
                 item.future.set_result(result)
-        seconds = time.perf_counter() - tic
-        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        seconds = max(self.clock() - tic, 1e-6)
+        if len(live) >= max(1, self.max_batch // 2):
+            # only well-filled batches measure capacity: a lone input's pass says little about a full queue
+            pace = len(live) / seconds
+            self.items_per_second = pace if self.items_per_second is None else 0.8 * self.items_per_second + 0.2 * pace
         if self.observe is not None:
             self.observe(len(live), seconds)
 

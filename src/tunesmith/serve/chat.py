@@ -51,7 +51,8 @@ def chat_batcher(server: Server) -> Batcher:
 
     # one conversation per forward pass: the queue bound and timeout still apply
     return Batcher(generate, 1, 0.0, s.max_queue, prepare=prepare, warmup=warmup,
-                   observe=server.metrics.observe_batch, on_depth=server.metrics.queue_depth.set)
+                   observe=server.metrics.observe_batch, on_depth=server.metrics.queue_depth.set,
+                   wait_budget_s=0.8 * s.timeout_s)
 
 
 def _text(content) -> str:

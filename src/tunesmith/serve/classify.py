@@ -52,7 +52,8 @@ def classification_batcher(server: Server) -> Batcher:
 
     return Batcher(lambda inputs: list(calibrated(predictor, inputs)), s.max_batch, s.max_wait_ms / 1000,
                    s.max_queue, prepare=(lambda data: decode_image(data, predictor.max_side)) if image else None,
-                   warmup=warmup, observe=server.metrics.observe_batch, on_depth=server.metrics.queue_depth.set)
+                   warmup=warmup, observe=server.metrics.observe_batch, on_depth=server.metrics.queue_depth.set,
+                   wait_budget_s=0.8 * s.timeout_s)
 
 
 def model_info(run, predictor, backend: str) -> dict:
