@@ -6,12 +6,15 @@ that runs one forward pass per request, on loopback, from this (second) process.
 RUN_DIR: a finished text-classification run, e.g. a cheap MiniLM Banking77 one:
     tunesmith train examples/banking77.yaml data.max_train_rows=2000 train.epochs=1 audit.on_issue=fix
 
-Each server is started as its own process on 127.0.0.1 and driven open-loop at each offered rate
-for a fixed time (so at most rate x seconds requests per level): 75% of requests carry one
-Banking77 test text, 25% a list of 8. Latency counts from each request's scheduled send time, so
-a server that falls behind is not flattered (no coordinated omission). A probe GETs /health/live
-every 50 ms throughout. Prints one JSON line per level; --append adds a dated table to
-bench/RESULTS.md.
+Both servers run at once, each its own process on 127.0.0.1, and are driven in turn (the order
+alternates per level) open-loop at each offered rate for a fixed time, so at most rate x seconds
+requests per level: 75% of requests carry one Banking77 test text, 25% a list of 8. Latency counts
+from each request's scheduled send time, so a server that falls behind is not flattered (no
+coordinated omission). A probe GETs /health/live every 50 ms throughout. Between levels the
+script waits until both servers are idle (a naive server keeps computing requests whose clients
+gave up). The CPU time each server process used per level gives texts per CPU-second, which a
+machine shared with other jobs distorts less than wall-clock throughput. Prints one JSON line per
+level; --append adds a dated table to bench/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -91,6 +94,22 @@ def wait_ready(base: str, path: str, proc: subprocess.Popen) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit("server did not become ready in 300 s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pids: list[int], limit_s: float = 90.0) -> None:
+    """Until every server used under 5% of a core over half a second (or limit_s passed)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(p) for p in pids]
+        time.sleep(0.5)
+        if all(cpu_seconds(p) - b < 0.025 for p, b in zip(pids, before)):
+            return
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -176,13 +195,16 @@ def record(results: dict, a) -> str:
              f"route, one forward pass per request (thread pool), no queue bound. Client timeout "
              f"{CLIENT_TIMEOUT:g} s. Machine load average at start: {a.load_at_start} (shared with other jobs); "
              f"at the end: {load[0]:.2f}.", "",
-             "| server | offered req/s | ok req/s | texts/s | p50 ms | p99 ms | statuses | /health/live p99 ms | max ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, rows in results.items():
-        for r in rows:
+             "| server | offered req/s | ok req/s | texts/s | p50 ms | p99 ms | statuses | /health/live p50 / p99 / "
+             "max ms | server CPU s | texts per CPU-s | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i in range(len(results["tunesmith"])):
+        for name in results:
+            r = results[name][i]
             statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
             lines.append(f"| {name} | {r['offered_rps']:g} | {r['ok_rps']} | {r['ok_items_per_s']} | {r['p50_ms']} | "
-                         f"{r['p99_ms']} | {statuses} | {r['health_p99_ms']} | {r['health_max_ms']} |")
+                         f"{r['p99_ms']} | {statuses} | {r['health_p50_ms']} / {r['health_p99_ms']} / "
+                         f"{r['health_max_ms']} | {r['cpu_s']} | {r['texts_per_cpu_s']} | {r['load']} |")
     lines.append("")
     for budget in a.p99_budgets:
         t, n = best_at(results["tunesmith"], budget), best_at(results["naive"], budget)
@@ -212,22 +234,30 @@ def main() -> None:
     a.load_at_start = f"{os.getloadavg()[0]:.2f}"
     texts = pd.read_csv(SHARED / "data" / "banking77_test.csv")["text"].dropna().astype(str).tolist()
     rates = [float(x) for x in a.rates.split(",")]
-    results: dict[str, list[dict]] = {}
-    for name in a.servers.split(","):
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = start(name, a.run, port)
-        try:
-            wait_ready(base, "/health/ready" if name == "tunesmith" else "/health/live", proc)
+    names = a.servers.split(",")
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    ports = {name: free_port() for name in names}
+    procs = {name: start(name, a.run, ports[name]) for name in names}
+    try:
+        for name in names:
+            base = f"http://127.0.0.1:{ports[name]}"
+            wait_ready(base, "/health/ready" if name == "tunesmith" else "/health/live", procs[name])
             asyncio.run(level(base, 5, 2, texts, seed=99))  # warm the connection pool and caches
-            rows = []
-            for i, rate in enumerate(rates):
-                row = asyncio.run(level(base, rate, a.seconds, texts, seed=i))
+        for i, rate in enumerate(rates):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                wait_idle([p.pid for p in procs.values()])
+                cpu = cpu_seconds(procs[name].pid)
+                row = asyncio.run(level(f"http://127.0.0.1:{ports[name]}", rate, a.seconds, texts, seed=i))
+                wait_idle([procs[name].pid])  # work the server still does for this level counts too
+                row["cpu_s"] = round(cpu_seconds(procs[name].pid) - cpu, 1)
+                row["texts_per_cpu_s"] = round(row["ok_items_per_s"] * row["wall_s"] / max(row["cpu_s"], 0.1), 1)
+                row["load"] = round(os.getloadavg()[0], 1)
                 print(json.dumps({"server": name, **row}), flush=True)
-                rows.append(row)
-            results[name] = rows
-        finally:
+                results[name].append(row)
+    finally:
+        for proc in procs.values():
             proc.terminate()
+        for proc in procs.values():
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
