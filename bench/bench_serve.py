@@ -72,6 +72,7 @@ def free_port() -> int:
 def start(kind: str, run_dir: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("OMP_NUM_THREADS", None)  # both servers run with torch's default threads
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # tunesmith serve's default; the naive server gets it too (like with like)
     if kind == "tunesmith":
         cmd = [sys.executable, "-m", "tunesmith.cli", "serve", run_dir, "--port", str(port), "--max-batch", "32",
                "--max-wait-ms", "5", "--max-queue", "256", "--timeout-s", "10"]
@@ -193,7 +194,8 @@ def record(results: dict, a) -> str:
              f"{a.seconds:g} s per level, open loop; latency from each request's scheduled send time. "
              f"tunesmith: --max-batch 32 --max-wait-ms 5 --max-queue 256 --timeout-s 10. Naive: a sync FastAPI "
              f"route, one forward pass per request (thread pool), no queue bound. Client timeout "
-             f"{CLIENT_TIMEOUT:g} s. Machine load average at start: {a.load_at_start} (shared with other jobs); "
+             f"{CLIENT_TIMEOUT:g} s. Both with OMP_WAIT_POLICY=PASSIVE and torch's default threads. "
+             f"Machine load average at start: {a.load_at_start} (shared with other jobs); "
              f"at the end: {load[0]:.2f}.", "",
              "| server | offered req/s | ok req/s | texts/s | p50 ms | p99 ms | statuses | /health/live p50 / p99 / "
              "max ms | server CPU s | texts per CPU-s | load avg |",

@@ -41,6 +41,12 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, api_ke
           workers: int = 1, log_level: str = "info", **settings) -> None:
     """Serve a finished run over HTTP until SIGTERM or Ctrl-C. `settings`: ServeSettings fields
     (max_batch, max_wait_ms, max_queue, timeout_s, max_body_bytes, backend, ...)."""
+    # A server idles between requests. OpenMP's default makes torch's idle threads spin, burning CPU
+    # and, on a shared host, starving the next forward pass: measured on 2 busy cores, a one-text
+    # MiniLM pass took ~1000 ms spinning and 15-40 ms passive. Read when torch loads, so set it first;
+    # an OMP_WAIT_POLICY already in the environment wins.
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from tunesmith.errors import UserError
