@@ -89,7 +89,13 @@ def test_ready_is_503_until_the_warm_up_forward_pass(text_run):
         r = cold.get(path)
         assert r.status_code == 503 and r.json() == {"ready": False, "detail": "not started"}
     assert cold.post("/predict", json={"inputs": "good"}).status_code == 503
+    gate = Gate(app.state.server.model)  # holds the warm-up forward pass
     with TestClient(app) as warm:
+        wait_until(gate.entered.is_set, "the warm-up pass to start")
+        r = warm.get("/health/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False, "detail": "warming up"}
+        assert warm.get("/health/live").status_code == 200 and "tunesmith_ready 0.0" in warm.get("/metrics").text
+        gate.release()
         wait_until(lambda: warm.get("/health/ready").status_code == 200, "the warm-up")
         assert warm.get("/v2/health/ready").json() == {"ready": True}
         assert "tunesmith_ready 1.0" in warm.get("/metrics").text
