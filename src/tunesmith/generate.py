@@ -131,16 +131,16 @@ class ChatModel:
 
 
 def _held_back(text: str, stop: Sequence[str]) -> int:
-    """How many trailing characters are not final yet: a possible start of a stop string, trailing
-    whitespace (stripped if the answer ends there), or a half-decoded character."""
-    hold = len(text) - len(text.rstrip())
-    if text.endswith("\ufffd"):
-        hold = max(hold, 1)
+    """How many trailing characters are not final yet: a half-decoded character, a possible start of
+    a stop string, and any whitespace before those (stripped if the answer ends there)."""
+    hold = 1 if text.endswith("\ufffd") else 0
     for s in stop:
         for k in range(min(len(s) - 1, len(text)), 0, -1):
             if text.endswith(s[:k]):
                 hold = max(hold, k)
                 break
+    while hold < len(text) and text[len(text) - hold - 1].isspace():
+        hold += 1
     return hold
 
 
