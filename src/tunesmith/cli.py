@@ -386,6 +386,34 @@ def export(run_dir: Path = typer.Argument(..., help="A finished LoRA run folder.
 
 
 @app.command()
+def serve(run_dir: Path = typer.Argument(..., help="A finished run folder (text, image or sft)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+          port: int = typer.Option(8000, "--port"),
+          api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File with bearer API keys, one "
+                                                      "per line; then every route but health and the API docs "
+                                                      "needs 'Authorization: Bearer KEY'."),
+          max_batch: int = typer.Option(32, "--max-batch", help="Most inputs per forward pass (and per request)."),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a queued input waits for others "
+                                            "to join its batch."),
+          backend: str = typer.Option("torch", "--backend", help="torch, or onnx (an exported run)."),
+          workers: int = typer.Option(1, "--workers", help="Processes, each with its own model copy."),
+          max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Inputs waiting before requests get "
+                                                  "429 (default 8 x --max-batch)."),
+          timeout_s: float = typer.Option(30.0, "--timeout-s", help="Requests still waiting after this get 504."),
+          max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Larger request bodies get 413 "
+                                                       "(default 1 MiB; 16 MiB for image runs)."),
+          max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="sft runs: default and upper bound of "
+                                             "max_tokens.")) -> None:
+    """Serve a run over HTTP: /predict and Open Inference Protocol v2 (classification) or OpenAI
+    /v1/chat/completions (sft), with health, Prometheus /metrics, batching, auth and limits."""
+    from tunesmith.serve.server import serve as run_server
+
+    run_server(run_dir, host, port, api_key_file, workers, max_batch=max_batch, max_wait_ms=max_wait_ms,
+               backend=backend, max_queue=max_queue, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
+               max_new_tokens=max_new_tokens)
+
+
+@app.command()
 def models() -> None:
     """List the registered pre-trained models."""
     from tunesmith.models.registry import list_models

@@ -1,0 +1,112 @@
+"""OpenAI-compatible chat routes on a tiny SFT run: the same answer as `tunesmith chat`, the checked
+end-of-turn token, stop strings, sampling, server-sent events, usage and refusals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.serve.conftest import wait_until
+from tunesmith.serve import create_app
+
+QUESTION = [{"role": "user", "content": "What colour is the sky? (7)"}]
+
+
+@pytest.fixture(scope="module")
+def served(chat_run):
+    app = create_app(chat_run, max_new_tokens=48)
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/health/ready").status_code == 200, "the warm-up")
+        yield client, app.state.server.model
+
+
+def ask(client, chat_run, **extra):
+    return client.post("/v1/chat/completions", json={"model": chat_run.name, "messages": QUESTION,
+                                                     "temperature": 0, **extra})
+
+
+def events(response) -> list:
+    lines = [l for l in response.text.split("\n\n") if l]
+    assert all(l.startswith("data: ") for l in lines), lines
+    return [l[6:] if l == "data: [DONE]" else json.loads(l[6:]) for l in lines]
+
+
+def test_models_route_names_the_run(served, chat_run):
+    client, _ = served
+    listed = client.get("/v1/models").json()
+    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == [chat_run.name]
+
+
+def test_greedy_completion_is_tunesmith_chats_answer_and_stops_at_the_end_of_turn_token(served, chat_run):
+    client, model = served
+    r = ask(client, chat_run, max_tokens=48)
+    assert r.status_code == 200
+    body = r.json()
+    model.max_new_tokens = 48
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": model.reply(QUESTION)}
+    assert body["choices"][0]["message"]["content"].startswith("The sky is blue.")
+    # the tuned model ends its turn with <|im_end|> long before max_tokens
+    assert body["choices"][0]["finish_reason"] == "stop" and "<|im_end|>" not in r.text
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == len(model.prompt_ids(QUESTION)) and usage["completion_tokens"] < 48
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert body["object"] == "chat.completion" and body["model"] == chat_run.name
+
+
+def test_max_tokens_and_stop_strings_end_the_answer(served, chat_run):
+    client, _ = served
+    short = ask(client, chat_run, max_tokens=2).json()
+    assert short["choices"][0]["finish_reason"] == "length" and short["usage"]["completion_tokens"] == 2
+    cut = ask(client, chat_run, stop=[" is", "zzz"]).json()
+    assert cut["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "The sky"},
+                                 "finish_reason": "stop"}
+
+
+def test_sampling_is_repeatable_with_a_seed(served, chat_run):
+    client, _ = served
+    answers = [ask(client, chat_run, temperature=1.5, seed=s, max_tokens=12).json()["choices"][0]["message"]
+               for s in (1, 1, 2, 3)]
+    assert answers[0] == answers[1] and len({a["content"] for a in answers}) > 1
+
+
+def test_streaming_sends_the_same_answer_as_server_sent_events(served, chat_run):
+    client, _ = served
+    plain = ask(client, chat_run, stop=["."]).json()["choices"][0]
+    r = ask(client, chat_run, stream=True, stop=["."], stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    out = events(r)
+    assert out[-1] == "[DONE]" and out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    chunks = [e for e in out[1:-1] if e["choices"]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == plain["message"]["content"] == "The sky is blue" and len(chunks) > 2
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert out[-2]["choices"] == [] and out[-2]["usage"]["completion_tokens"] >= 4
+    # a stop string that spans tokens: its first part is held back, never sent and then taken back
+    spanning = events(ask(client, chat_run, stream=True, stop=["sky is"]))
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in spanning[1:-1] if e["choices"]]
+    assert "".join(pieces) == ask(client, chat_run, stop=["sky is"]).json()["choices"][0]["message"]["content"] \
+        == "The"
+
+
+@pytest.mark.parametrize("change, status, message", [
+    ({"model": "gpt-4"}, 404, "model 'gpt-4' is not served here"),
+    ({"messages": []}, 422, "messages: List should have at least 1 item"),
+    ({"max_tokens": 49}, 422, "max_tokens: Input should be less than or equal to 48"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, 422, "messages[0].role: Input should be"),
+    ({"messages": [{"role": "user", "content": "sky " * 300}]}, 422, "passes the model's context of 256 tokens"),
+    ({"messages": [{"role": "user", "content": "sky " * 300}], "stream": True}, 422, "passes the model's context"),
+])
+def test_refusals_use_openais_error_shape(served, chat_run, change, status, message):
+    client, _ = served
+    r = ask(client, chat_run, **change)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and set(error) == {"message", "type", "param", "code"}
+
+
+def test_chat_runs_have_no_classification_routes(served):
+    client, _ = served
+    assert client.post("/predict", json={"inputs": "hi"}).status_code == 404
+    assert client.get("/health/live").status_code == 200 and client.get("/v2/health/ready").status_code == 200

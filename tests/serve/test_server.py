@@ -1,0 +1,65 @@
+"""`tunesmith serve` as a real uvicorn process on 127.0.0.1: start, ready, predict, SIGTERM while a
+request is queued, the request still answered, exit code 0."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import httpx
+
+from tests.serve.conftest import wait_until
+
+KEY = "process-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str, **kwargs) -> bool:
+    try:
+        return httpx.get(url, timeout=2, **kwargs).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_uvicorn_process_serves_then_drains_on_sigterm_and_exits_0(text_run, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    port = free_port()
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
+    # a long batching wait keeps the last request in the queue while the signal arrives
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(text_run), "--port", str(port),
+                             "--api-key-file", str(keys), "--max-wait-ms", "1500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: answers(f"{base}/health/ready") or proc.poll() is not None, "the server", timeout=240)
+        assert proc.poll() is None
+        assert httpx.get(f"{base}/health/live").json() == {"live": True}
+        first = httpx.post(f"{base}/predict", json={"inputs": ["great superb food", "awful broken"]}, headers=auth,
+                           timeout=60)
+        assert first.status_code == 200 and [r[0]["label"] for r in first.json()] == ["pos", "neg"]
+        assert httpx.post(f"{base}/predict", json={"inputs": "good"}, timeout=60).status_code == 401
+
+        late: dict = {}
+        thread = threading.Thread(target=lambda: late.update(
+            r=httpx.post(f"{base}/predict", json={"inputs": "nice happy day"}, headers=auth, timeout=60)))
+        thread.start()
+        wait_until(lambda: "tunesmith_queue_depth 1.0" in httpx.get(f"{base}/metrics", headers=auth).text,
+                   "the request to be queued")
+        proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        assert late["r"].status_code == 200 and late["r"].json()[0]["label"] == "pos"  # drained, not dropped
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Shutting down" in err and "Finished server process" in err
+    assert KEY not in out + err
+    assert not answers(f"{base}/health/live")
