@@ -51,7 +51,8 @@ def run_one(tool: str, method: str, data: Path, model_dir: str, a, work: Path) -
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| tool | method | steps | batch | max len | lr | train s | tokens | tokens/s | peak RSS MB | final loss |",
+    lines = ["| tool | method | steps | batch | max len | lr | train s | tokens | tokens/s | peak RSS MB "
+             "| final loss |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {NAMES[r['tool']]} | {r['method']} | {r['steps']} | {r['batch_size']} | {r['max_length']} | "

@@ -76,7 +76,8 @@ def baseline_table(results: dict, title: str) -> list[str]:
         return f"{m[key]:.4f} [{c['low']:.4f}, {c['high']:.4f}]"
 
     lines = [f"\n{title}\n", "| model | test accuracy [95% CI] | macro-F1 [95% CI] |", "|---|---|---|",
-             f"| fine-tuned ({results['method']}) | {cell(results['test'], 'accuracy')} | {cell(results['test'], 'macro_f1')} |"]
+             f"| fine-tuned ({results['method']}) | {cell(results['test'], 'accuracy')} "
+             f"| {cell(results['test'], 'macro_f1')} |"]
     lines += [f"| {name} | {cell(b['test'], 'accuracy')} | {cell(b['test'], 'macro_f1')} |"
               for name, b in results["baselines"].items()]
     comp = results.get("comparison")

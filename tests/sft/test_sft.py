@@ -52,7 +52,8 @@ def test_each_data_layout_becomes_conversations(tmp_path, tiny_lm):
     pd.DataFrame({"question": [f"q{i}" for i in range(20)], "answer": [f"a{i}" for i in range(20)]}).to_csv(
         tmp_path / "qa.csv", index=False)
     cfg = build_config({**sft_config(tiny_lm, tmp_path / "qa.csv", tmp_path),
-                        "sft": {"prompt_column": "question", "response_column": "answer", "system_prompt": "Be brief."}})
+                        "sft": {"prompt_column": "question", "response_column": "answer",
+                                "system_prompt": "Be brief."}})
     conv = task.load_data(cfg).splits["train"]["messages"].tolist()
     assert [m["role"] for m in conv[0]] == ["system", "user", "assistant"] and conv[0][0]["content"] == "Be brief."
 
@@ -73,7 +74,8 @@ def test_loss_covers_assistant_tokens_through_the_stop_token(tiny_lm):
 
     tok = AutoTokenizer.from_pretrained(tiny_lm)
     stop = tok.convert_tokens_to_ids("<|im_end|>")
-    msgs = [{"role": "user", "content": "What colour is the sky?"}, {"role": "assistant", "content": "The sky is blue."},
+    msgs = [{"role": "user", "content": "What colour is the sky?"},
+            {"role": "assistant", "content": "The sky is blue."},
             {"role": "user", "content": "Where is Paris?"}, {"role": "assistant", "content": "Paris is in France."}]
     ids, labels = chat.encode_conversation(tok, msgs, stop)
     spans, current = [], []
@@ -95,7 +97,8 @@ def test_a_stop_token_mismatch_stops_the_run(tmp_path, tiny_lm):
     train = write_jsonl(tmp_path / "chat.jsonl", make_chats(30))
     broken = build_tiny_lm(tmp_path / "broken-lm")
     GenerationConfig(eos_token_id=0, pad_token_id=2).save_pretrained(broken)  # <|endoftext|>, not <|im_end|>
-    with pytest.raises(UserError, match=r"generation_config.eos_token_id = 0, but assistant turns end with '<\|im_end\|>'"):
+    expected = r"generation_config.eos_token_id = 0, but assistant turns end with '<\|im_end\|>'"
+    with pytest.raises(UserError, match=expected):
         fine_tune(build_config(sft_config(broken, train, tmp_path / "a")))
     no_end = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}" \
              "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"

@@ -59,7 +59,8 @@ def overfitting_watch(records: list[dict], train_metrics: dict, validation: dict
                 f"{'early stopping fired and ' if stopped_early else ''}the best checkpoint was restored")
     else:
         text = "validation was still improving at the last evaluation"
-    text += f"; train accuracy {train_metrics['accuracy']:.3f} vs validation {validation['accuracy']:.3f} (gap {gap:+.3f})"
+    text += (f"; train accuracy {train_metrics['accuracy']:.3f} vs validation {validation['accuracy']:.3f} "
+             f"(gap {gap:+.3f})")
     return {"best_step": best_step, "last_eval_step": last, "stopped_early": stopped_early,
             "train_accuracy": train_metrics["accuracy"], "validation_accuracy": validation["accuracy"],
             "accuracy_gap": gap, "train_loss": train_metrics["loss"], "validation_loss": validation["loss"],

@@ -26,7 +26,8 @@ def write_model_card(run_dir: str | Path) -> Path:
              for name, b in res["baselines"].items()]
     comp = res.get("comparison") or {}
     verdict = (f"Against the best baseline ({comp['best_baseline']}), accuracy differs by "
-               f"{comp['accuracy']['difference']:+.4f} [{comp['accuracy']['low']:+.4f}, {comp['accuracy']['high']:+.4f}] "
+               f"{comp['accuracy']['difference']:+.4f} "
+               f"[{comp['accuracy']['low']:+.4f}, {comp['accuracy']['high']:+.4f}] "
                f"(paired bootstrap, p = {comp['accuracy']['p_value']:.3f}): **{comp['accuracy']['verdict']}**."
                if comp else "")
     cal = res.get("calibration")
@@ -44,6 +45,8 @@ def write_model_card(run_dir: str | Path) -> Path:
         data_line = (f"training file: `{cfg['data']['train']}`; text column `{cfg['data']['text_column']}`, label "
                      f"column `{cfg['data']['label_column']}`")
         size_line = f"max length {cfg['model']['max_length']} tokens"
+    label_list = ", ".join(res["labels"][:20]) + (" …" if len(res["labels"]) > 20 else "")
+    split_rows = " / ".join(str(splits[s]["rows"]) for s in ("train", "validation", "test"))
     card = f"""---
 library_name: {'timm' if images else 'transformers'}
 pipeline_tag: {res['task']}
@@ -52,11 +55,11 @@ tags: [tunesmith, {res['method']}]
 # {run_dir.name}
 
 Fine-tuned by [tunesmith](https://pypi.org/project/tunesmith/) from `{cfg['model']['name']}` with method
-`{res['method']}` for {res['task']} over {len(res['labels'])} labels: {', '.join(res['labels'][:20])}{' …' if len(res['labels']) > 20 else ''}.
+`{res['method']}` for {res['task']} over {len(res['labels'])} labels: {label_list}.
 
 ## Data
 - {data_line}
-- split rows (train / validation / test): {splits['train']['rows']} / {splits['validation']['rows']} / {splits['test']['rows']}
+- split rows (train / validation / test): {split_rows}
 - split fingerprints (sha256 of row hashes): train `{splits['train']['sha256'][:16]}`, validation
   `{splits['validation']['sha256'][:16]}`, test `{splits['test']['sha256'][:16]}`
 

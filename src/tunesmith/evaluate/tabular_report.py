@@ -136,7 +136,8 @@ def tabular_sections(results: dict, run_dir: Path, records: list[dict], training
              + (f" · positive class <b>{html.escape(str(results['positive_label']))}</b>, prevalence "
                 f"{results['test']['prevalence']:.2%} in test" if results.get("positive_label") is not None else "")
              + "</p>",
-             "<h2 id='comparison'>Did the model beat simple baselines? (held-out test split)</h2>", html_table(head, rows)]
+             "<h2 id='comparison'>Did the model beat simple baselines? (held-out test split)</h2>",
+             html_table(head, rows)]
     if comp:
         parts.append(f"<p class='verdict'>Against the best baseline (<b>{html.escape(comp['best_baseline'])}</b>): "
                      f"{html.escape(_verdict(comp))}.</p>")

@@ -153,7 +153,8 @@ def create_backbone(name: str, weights: str | Path | None, num_classes: int, dro
             raise hub_error(name, err) from None
         return model, name
     if not timm.is_model(name):
-        raise UserError(f"model.name = {name!r}: not a registry name ({', '.join(m.name for m in list_models())}), a folder, a timm "
+        known = ", ".join(m.name for m in list_models())
+        raise UserError(f"model.name = {name!r}: not a registry name ({known}), a folder, a timm "
                         "architecture (timm.list_models()) or a hub name (timm/...)")
     if weights is not None:
         model = timm.create_model(name, pretrained=False, **kwargs)

@@ -122,8 +122,9 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
                                                   for k, v in tr.params.items()),
              "defaults" if tr.user_attrs.get("defaults") else ""] for tr in study.trials]
     if gain and gain.get("available") and "low" in gain:
-        gain_text = (f"Best trial {gain['best_trial']} vs the configuration as written (trial {gain['default_trial']}), "
-                     f"validation {gain['metric']}: {gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}], "
+        gain_text = (f"Best trial {gain['best_trial']} vs the configuration as written "
+                     f"(trial {gain['default_trial']}), validation {gain['metric']}: {gain['difference']:+.4f} "
+                     f"[{gain['low']:+.4f}, {gain['high']:+.4f}], "
                      f"paired bootstrap p = {gain['p_value']:.3f}: <b>{html.escape(gain['verdict'])}</b>.</p>"
                      f"<p class='muted'>{html.escape(gain['supports'])}")
     else:
@@ -138,12 +139,13 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
         "<h2>Best configuration</h2>",
         html_table(["parameter", "value"], [[k, v] for k, v in summary["best"]["params"].items()]),
         f"<p>validation {summary['metric']} {summary['best']['value']:.4f} (trial {summary['best']['number']}). "
-        + (f"Final run with test scores: <code>{html.escape(summary['final_run'])}</code> "
-           "(its own report.html compares it with the baselines on the test split).</p>" if summary["final_run"] else "</p>"),
+        + (f"Final run with test scores: <code>{html.escape(summary['final_run'])}</code> (its own "
+           "report.html compares it with the baselines on the test split).</p>" if summary["final_run"] else "</p>"),
         "<h2>Gain over the default configuration</h2>", f"<p>{gain_text}</p>",
         "<h2>Optimisation history</h2>", _plot(ov.plot_optimization_history, study),
         "<h2>Parameter importances</h2>",
-        _plot(ov.plot_param_importances, study) if len(complete) >= 3 else "<p class='muted'>needs 3 completed trials</p>",
+        _plot(ov.plot_param_importances, study) if len(complete) >= 3
+        else "<p class='muted'>needs 3 completed trials</p>",
         "<h2>Slice plot</h2>", _plot(ov.plot_slice, study),
         "<h2>Trials</h2>", html_table(["trial", "state", "value", "evaluations", "parameters", ""], rows),
     ]
