@@ -7,6 +7,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tunesmith.tasks.base import Task
 
 _TASKS: dict[str, type] = {}
+# The built-in tasks' names, known without importing their modules (which import torch): validating a
+# config, or predicting with the onnx backend, must not load torch.
+BUILTIN = ("image-classification", "sft", "text-classification")
 
 
 def register_task(name: str):
@@ -29,8 +32,7 @@ def _load_builtin() -> None:
 
 
 def task_names() -> list[str]:
-    _load_builtin()
-    return sorted(_TASKS)
+    return sorted(set(BUILTIN) | set(_TASKS))
 
 
 def get_task(name: str) -> "Task":
