@@ -18,7 +18,7 @@ from tunesmith.errors import UserError
 SPLITS = ("validation", "test")
 
 
-def _verified(run, split: str, df: pd.DataFrame) -> None:
+def verify_split(run, split: str, df: pd.DataFrame) -> None:
     from tunesmith.data.split import fingerprint
 
     saved = json.loads((run.path / "splits.json").read_text())[split]
@@ -57,7 +57,7 @@ def gate_rows(run, labels: list[str]) -> tuple[dict[str, tuple[list, np.ndarray]
     index = {l: i for i, l in enumerate(labels)}
     out = {}
     for split, df in frames.items():
-        _verified(run, split, df)
+        verify_split(run, split, df)
         unknown = sorted(set(df["label"]) - set(index))
         if unknown:
             raise UserError(f"{run.path}: {split} labels {unknown[:3]} are not among the model's labels")
