@@ -21,8 +21,9 @@ def summary_lines(record: dict) -> list[str]:
     lines = [f"exporter: {ex['exporter']} (opset {ex['opset']}); {ex['why']}",
              f"rows: {record['rows']}",
              _accuracy_line("fp32", record["fp32"]),
-             f"latency at batch 1, {record['threads']} threads: PyTorch {record['pytorch']['latency_ms_batch1']} ms, "
-             f"ONNX fp32 {record['fp32']['latency_ms_batch1']} ms ({record['fp32']['size_mb']} MB)"]
+             f"latency at batch 1: PyTorch {record['pytorch']['latency_ms_batch1']} ms "
+             f"({record['pytorch']['threads']} threads), ONNX fp32 {record['fp32']['latency_ms_batch1']} ms "
+             f"({record['threads']} threads, {record['fp32']['size_mb']} MB)"]
     int8 = record.get("int8")
     if int8:
         for c in int8["candidates"]:
