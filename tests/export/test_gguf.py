@@ -19,7 +19,21 @@ def sft_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-sft")
     lm = build_tiny_lm(root / "lm")
     cfg = sft_config(lm, write_jsonl(root / "chats.jsonl", make_chats(60)), root / "runs", epochs=1)
-    return fine_tune(build_config(cfg)).path
+    run = fine_tune(build_config(cfg)).path
+    _sharpen_attention(run / "model")
+    return run
+
+
+def _sharpen_attention(model_dir):
+    """A tiny random model attends almost uniformly, so a wrong query/key layout would not change its loss:
+    scale the query and key projections until attention is peaked and the layout matters."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(model_dir / "model.safetensors"))
+    for name in state:
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            state[name] = state[name] * 12.0
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
 def test_sft_run_exports_f16_and_q8_0_that_transformers_reads_back_with_the_same_loss(sft_run, capsys):
@@ -30,7 +44,7 @@ def test_sft_run_exports_f16_and_q8_0_that_transformers_reads_back_with_the_same
     checked = {f["type"]: f for f in rec["files_checked"]}
     assert set(checked) == {"f16", "q8_0"} and rec["rows"].endswith("row hashes match splits.json")
     assert abs(checked["f16"]["loss_difference"]) < 1e-3  # fp16 weights: the same model
-    assert abs(checked["q8_0"]["loss_difference"]) < 2e-2 and checked["q8_0"]["q8_0_tensors"] > 0
+    assert abs(checked["q8_0"]["loss_difference"]) < 5e-3 and checked["q8_0"]["q8_0_tensors"] > 0
     assert checked["f16"]["tokenizer_agreement"] == checked["q8_0"]["tokenizer_agreement"] == 1.0
     sizes = {f: (sft_run / "export" / f).stat().st_size for f in ("model-q8_0.gguf", "model-f16.gguf")}
     assert sizes["model-q8_0.gguf"] < sizes["model-f16.gguf"]

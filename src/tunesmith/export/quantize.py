@@ -45,15 +45,23 @@ def end_nodes(path: Path) -> list[str]:
 
 
 def prepared(fp32: Path, work: Path) -> Path:
-    """Shape inference and graph optimisation before quantization (ORT's advice); the raw graph if it fails."""
+    """ONNX shape inference and graph optimisation before quantization (ORT's advice); the raw graph if it fails.
+    ORT's symbolic shape inference is skipped: it fails on the dynamo exporter's graphs and then saves a debug
+    model into the current folder."""
+    import os
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = work / "pre.onnx"
+    cwd = os.getcwd()
+    os.chdir(work)  # anything ORT writes next to "the current folder" stays in the temporary one
     try:
-        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
         return out
-    except Exception:  # symbolic shape inference fails on some exported graphs; quantize the raw one
+    except Exception:  # an optimisation ORT cannot apply to this graph: quantize the raw one
         return fp32
+    finally:
+        os.chdir(cwd)
 
 
 class _Reader:
@@ -73,12 +81,20 @@ def quantize(candidate: Candidate, source: Path, out: Path, calibration: Callabl
     """Write `candidate`'s int8 graph of `source` to `out`."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    import os
+
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs every skipped node
     opts = dict(candidate.options)
     exclude = end_nodes(source) if opts.pop("exclude_ends", False) else None
-    if candidate.kind == "dynamic":
-        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude, **opts)
-    else:
-        quantize_static(str(source), str(out), _Reader(calibration()), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                        **opts)
+    feeds = calibration() if candidate.kind == "static" else None
+    cwd = os.getcwd()
+    os.chdir(out.parent)  # as in prepared(): nothing ORT saves "here" lands in the user's folder
+    try:
+        if candidate.kind == "dynamic":
+            quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude, **opts)
+        else:
+            quantize_static(str(source), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            **opts)
+    finally:
+        os.chdir(cwd)
