@@ -63,6 +63,9 @@ def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
     from tunesmith.export.runtime import OnnxImageClassifier, OnnxTextClassifier
     from tunesmith.predict import load_predictor
 
+    import torch
+
+    torch.set_num_threads(1)  # the export's gate scores every validation and test row: one thread is steadiest
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "export"
