@@ -33,5 +33,10 @@ def summary_lines(record: dict) -> list[str]:
         if int8["chosen"]:
             chosen = next(c for c in int8["candidates"] if c["setting"] == int8["chosen"])
             lines.append(_accuracy_line(f"int8 kept ({int8['chosen']})", chosen))
+            fp32 = record["fp32"]
+            if chosen["latency_ms_batch1"] > fp32["latency_ms_batch1"]:
+                lines.append(f"note: the int8 model is smaller ({chosen['size_mb']} vs {fp32['size_mb']} MB) but "
+                             f"slower than fp32 at batch 1 here ({chosen['latency_ms_batch1']} vs "
+                             f"{fp32['latency_ms_batch1']} ms); model.onnx stays in the folder")
     lines.append(f"predict with: {record['model_file']}")
     return lines
