@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # optional capabilities; make test installs them all
-EXTRAS := tabular,serve
+EXTRAS := tabular,serve,export
 
 .PHONY: install demo test test-fast bench bench-sft clean
 

@@ -83,13 +83,25 @@ class TorchImageClassifier:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
 
+def _onnx(kind: str) -> Callable:
+    """ONNX Runtime predictors live in tunesmith.export (imported only when asked for: no torch there)."""
+    def load(run):
+        from tunesmith.export import runtime
+
+        return getattr(runtime, kind)(run)
+
+    return load
+
+
 _BACKENDS: dict[str, dict[str, Callable]] = {
     "torch": {"text-classification": TorchTextClassifier, "image-classification": TorchImageClassifier},
+    "onnx": {"text-classification": _onnx("text_predictor"), "image-classification": _onnx("image_predictor")},
 }
 
 
 def load_predictor(run_dir: str | Path, backend: str = "torch") -> Predictor:
-    """Load a finished classification run's model once, for many calls (`backend`: torch)."""
+    """Load a finished classification run's model once, for many calls (`backend`: torch, or onnx for
+    RUN_DIR/export written by `tunesmith export --format onnx`, run by ONNX Runtime without torch)."""
     from tunesmith.run import completed_run
 
     run = completed_run(run_dir)
@@ -99,7 +111,7 @@ def load_predictor(run_dir: str | Path, backend: str = "torch") -> Predictor:
     if run.config.task not in kinds:
         raise UserError(f"{run.path}: a {run.config.task} run; predict, eval and serve's classification routes take "
                         f"{' and '.join(kinds)} runs (sft: tunesmith chat RUN_DIR)")
-    if not any((run.model_dir / f).is_file() for f in ("config.json", "model.safetensors")):
+    if backend == "torch" and not any((run.model_dir / f).is_file() for f in ("config.json", "model.safetensors")):
         raise UserError(f"{run.path}: no trained model in model/ (run status: {run.status})")
     return kinds[run.config.task](run)
 
@@ -117,24 +129,26 @@ def _frame(predictor: Predictor, inputs: Sequence) -> pd.DataFrame:
                          "probability": probs.max(1).round(6)})
 
 
-def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, list[str], float]:
+def run_logits(run_dir: str | Path, texts: Sequence[str], batch_size: int = 64, backend: str = "torch"
+               ) -> tuple[np.ndarray, list[str], float]:
     """Raw logits of a text-classification run's model for each text, the label names, and the saved
     calibration temperature."""
-    predictor = load_predictor(run_dir)
+    predictor = load_predictor(run_dir, backend)
     if predictor.input_name != "text":
         raise UserError(f"{run_dir}: an image-classification run; predict --text and eval take text-classification "
                         "runs (images: predict --input IMAGES_FOLDER)")
     return predictor.logits(texts, batch_size), predictor.labels, predictor.temperature
 
 
-def predict(run_dir: str | Path, texts: Sequence[str] | pd.DataFrame, batch_size: int = 64) -> pd.DataFrame:
-    """Label and calibrated probability for each text, from RUN_DIR/model; for a tabular run, give a DataFrame
-    of feature columns (see tunesmith.predict_tabular.predict_table)."""
+def predict(run_dir: str | Path, texts: Sequence[str] | pd.DataFrame, batch_size: int = 64,
+            backend: str = "torch") -> pd.DataFrame:
+    """Label and calibrated probability for each text, from RUN_DIR/model (backend onnx: RUN_DIR/export); for
+    a tabular run, give a DataFrame of feature columns (see tunesmith.predict_tabular.predict_table)."""
     if isinstance(texts, pd.DataFrame):  # a table's rows, for a tabular run
         from tunesmith.predict_tabular import predict_table
 
         return predict_table(run_dir, texts)
-    predictor = load_predictor(run_dir)
+    predictor = load_predictor(run_dir, backend)
     if predictor.input_name != "text":
         raise UserError(f"{run_dir}: an image-classification run; give images: predict --input IMAGES_FOLDER")
     return _frame(predictor, texts)
@@ -161,9 +175,10 @@ def read_images(files: Sequence[Path], max_side: int) -> list[np.ndarray]:
     return out
 
 
-def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int = 64) -> pd.DataFrame:
+def predict_images(run_dir: str | Path, files: Sequence[Path], batch_size: int = 64, backend: str = "torch"
+                   ) -> pd.DataFrame:
     """Label and calibrated probability for each image file, from an image-classification run's model."""
-    predictor = load_predictor(run_dir)
+    predictor = load_predictor(run_dir, backend)
     if predictor.input_name != "image":
         raise UserError(f"{run_dir}: a text-classification run; give texts: predict --input FILE or --text")
     return _frame(predictor, read_images(files, predictor.max_side))
@@ -176,7 +191,8 @@ def _write_csv(out: pd.DataFrame, output_path: str | Path) -> None:
     atomic_write_text(Path(output_path), out.to_csv(index=False))
 
 
-def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path) -> int:
+def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_path: str | Path,
+                         backend: str = "torch") -> int:
     """Predict every image under a folder (or one image file); write image, predicted, probability."""
     from tunesmith.data.images import SUFFIXES
 
@@ -190,14 +206,14 @@ def predict_image_folder(run_dir: str | Path, input_path: str | Path, output_pat
         raise UserError(f"{root}: not found; expected a folder of images or one image file")
     if not files:
         raise UserError(f"{root}: no images found (looked for {', '.join(sorted(SUFFIXES))})")
-    preds = predict_images(run_dir, files)
+    preds = predict_images(run_dir, files, backend=backend)
     _write_csv(pd.DataFrame({"image": names, "predicted": preds["label"], "probability": preds["probability"]}),
                output_path)
     return len(files)
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 text_column: str | None = None) -> int:
+                 text_column: str | None = None, backend: str = "torch") -> int:
     """Read a table, predict each row's text, write the table with `predicted` and `probability` columns.
     For an image-classification run, the input is a folder of images (or one image)."""
     from tunesmith.data.load import ROW, blank, read_table
@@ -205,7 +221,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
 
     run = completed_run(run_dir)
     if run.config.task == "image-classification":
-        return predict_image_folder(run_dir, input_path, output_path)
+        return predict_image_folder(run_dir, input_path, output_path, backend)
     if run.config.task.startswith("tabular"):
         from tunesmith.predict_tabular import predict_table
 
@@ -226,7 +242,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
         rows = ", ".join(str(r) for r in df.loc[empty, ROW].head(5))
         raise UserError(f"{input_path}: {int(empty.sum())} rows have no text in column {column!r} "
                         f"(first at line {rows})")
-    preds = predict(run_dir, texts.astype(str).tolist())
+    preds = predict(run_dir, texts.astype(str).tolist(), backend=backend)
     out = df.drop(columns=[ROW]).assign(predicted=preds["label"].values, probability=preds["probability"].values)
     _write_csv(out, output_path)
     return len(out)

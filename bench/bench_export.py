@@ -1,0 +1,160 @@
+"""Benchmark: eager PyTorch vs ONNX Runtime fp32 vs ONNX Runtime int8, for two finished runs.
+
+    python bench/bench_export.py --text-run RUN --image-run RUN [--repeats 30] [--append]
+
+RUN folders are finished tunesmith runs: a MiniLM-L6 run on Banking77 and an EfficientNet-Lite0 run on
+PneumoniaMNIST (see bench/RESULTS.md for the commands that trained them). Each run is exported with
+`export_run(..., int8=True)` into a temporary folder (the parity gate and the int8 search run as a user's
+export does); then each backend predicts test inputs at batch 1 and batch 32 with 2 threads, backends
+interleaved round by round so that load on the machine hits them alike. Times are medians per call of
+the whole predictor (tokenizer or image preprocessing included), as `tunesmith predict` pays them.
+Prints the table and, with --append, adds it, dated, to bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 2
+
+
+def _inputs(run_dir: Path, n: int) -> list:
+    from tunesmith.export.rows import gate_rows
+    from tunesmith.predict import load_predictor
+    from tunesmith.run import load_run
+
+    run = load_run(run_dir)
+    rows, _ = gate_rows(run, load_predictor(run_dir).labels)
+    return rows["test"][0][:n]
+
+
+def _time(fn, batches: list) -> float:
+    tic = time.perf_counter()
+    fn(batches)
+    return time.perf_counter() - tic
+
+
+def _latencies(backends: dict, inputs: list, repeats: int, threads: int) -> dict:
+    """Median seconds per call of each backend at batch 1 and 32, rounds interleaved across backends."""
+    import torch
+
+    torch.set_num_threads(threads)
+    times = {(b, bs): [] for b in backends for bs in (1, 32)}
+    for bs, rounds in ((1, repeats), (32, max(3, repeats // 6))):
+        batches = [inputs[(i * bs) % (len(inputs) - bs + 1):][:bs] for i in range(rounds)]
+        for pred in backends.values():  # warm-up
+            pred.logits(batches[0])
+        for batch in batches:
+            for name, pred in backends.items():
+                times[(name, bs)].append(_time(pred.logits, batch))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
+    from tunesmith.export import export_run
+    from tunesmith.export.runtime import OnnxImageClassifier, OnnxTextClassifier
+    from tunesmith.predict import load_predictor
+
+    import torch
+
+    torch.set_num_threads(1)  # the export's gate scores every validation and test row: one thread is steadiest
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "export"
+        tic = time.perf_counter()
+        rec = export_run(run_dir, "onnx", int8=True, output=out).record
+        export_seconds = time.perf_counter() - tic
+        onnx_cls = OnnxTextClassifier if rec["task"] == "text-classification" else OnnxImageClassifier
+        files = {"ORT fp32": "model.onnx", "ORT int8": "model.int8.onnx"}
+        sizes = {"eager PyTorch": (run_dir / "model" / "model.safetensors").stat().st_size,
+                 **{k: (out / f).stat().st_size for k, f in files.items() if (out / f).is_file()}}
+        inputs = _inputs(run_dir, 32 * 4)
+        acc32 = rec["fp32"]["test_accuracy"]
+        accuracy = {"eager PyTorch": acc32["pytorch"], "ORT fp32": acc32["exported"]}
+        agreement = {"eager PyTorch": None, "ORT fp32": rec["fp32"]["agreement"]}
+        chosen = None
+        if rec.get("int8", {}).get("chosen"):
+            chosen = next(c for c in rec["int8"]["candidates"] if c["setting"] == rec["int8"]["chosen"])
+            accuracy["ORT int8"], agreement["ORT int8"] = chosen["test_accuracy"]["exported"], chosen["agreement"]
+        torch_predictor = load_predictor(run_dir, "torch")
+        for threads in (1, THREADS):
+            backends = {"eager PyTorch": torch_predictor,
+                        **{k: onnx_cls(out, f, threads=threads) for k, f in files.items() if k in sizes}}
+            med = _latencies(backends, inputs, repeats, threads)
+            for name in backends:
+                b1, b32 = med[(name, 1)], med[(name, 32)]
+                acc = accuracy[name]
+                rows.append({"backend": name + (f" ({rec['int8']['chosen']})" if name == "ORT int8" else ""),
+                             "threads": threads, "ms batch 1": round(b1 * 1000, 2),
+                             "speed-up b1": f"{med[('eager PyTorch', 1)] / b1:.2f}x",
+                             "ms batch 32": round(b32 * 1000, 1),
+                             "speed-up b32": f"{med[('eager PyTorch', 32)] / b32:.2f}x",
+                             "size MB": round(sizes[name] / 2**20, 1),
+                             "test accuracy": f"{acc['value']:.4f} [{acc['low']:.3f}, {acc['high']:.3f}]",
+                             "agreement with eager": "" if agreement[name] is None else f"{agreement[name]:.2%}"})
+    return rows, {"record": rec, "export_seconds": round(export_seconds, 1), "chosen": chosen}
+
+
+def markdown(rows: list[dict]) -> str:
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows])
+
+
+def gate_notes(info: dict) -> str:
+    rec = info["record"]
+    d = rec["fp32"]["test_accuracy"]["difference"]
+    lines = [f"- exporter: {rec['exporter']['exporter']} (opset {rec['opset']}); export with the gate and int8 "
+             f"search took {info['export_seconds']} s",
+             f"- fp32 gate: agreement {rec['fp32']['agreement']:.2%} on "
+             f"{sum(s['n'] for s in rec['fp32']['splits'].values())} validation+test rows, max |Δ logit| "
+             f"{rec['fp32']['max_abs_logit_diff']:.2g}, test accuracy difference {d['difference'] * 100:+.2f} points "
+             f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"]
+    for c in rec.get("int8", {}).get("candidates", []):
+        if "agreement" in c:
+            diff = c["test_accuracy"]["difference"]
+            lines.append(f"- int8 {c['setting']}: {'passes' if c['passes'] else 'refused (' + c['why'] + ')'}; "
+                         f"agreement {c['agreement']:.2%}, test accuracy {diff['difference'] * 100:+.2f} points "
+                         f"[{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}], {c['latency_ms_batch1']} ms at "
+                         f"batch 1, {c['size_mb']} MB")
+        else:
+            lines.append(f"- int8 {c['setting']}: {c['why']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--text-run", type=Path, required=True)
+    ap.add_argument("--image-run", type=Path, required=True)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--append", action="store_true", help="add the results, dated, to bench/RESULTS.md")
+    args = ap.parse_args()
+    import onnxruntime
+    import torch
+
+    load = os.getloadavg()[0]
+    parts = []
+    for title, run in (("MiniLM-L6 on Banking77", args.text_run), ("EfficientNet-Lite0 on PneumoniaMNIST",
+                                                                   args.image_run)):
+        rows, info = measure(run, args.repeats)
+        parts.append(f"### {title} (run {run.name})\n\n{markdown(rows)}\n\n{gate_notes(info)}\n")
+    text = (f"\n## {dt.date.today()} — edge export: eager PyTorch vs ONNX Runtime fp32 / int8 ({platform.machine()}, "
+            f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}, torch {torch.__version__}, onnxruntime "
+            f"{onnxruntime.__version__}; 1-min load average at start {load:.1f})\n\n"
+            + "\n".join(parts))
+    print(text)
+    if args.append:
+        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`tunesmith export RUN --format onnx [--int8]`: the graph, what the runtime needs, and the parity gate."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tunesmith.errors import UserError
+from tunesmith.export import gate
+from tunesmith.export.runtime import MANIFEST, OnnxImageClassifier, OnnxTextClassifier, require
+
+FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+LATENCY_THREADS = 2
+
+
+def _manifest(run, predictor, info: dict) -> dict:
+    base = {"task": run.config.task, "model_file": FP32_FILE, "labels": predictor.labels,
+            "temperature": predictor.temperature, "inputs": info["inputs"], "opset": info["opset"],
+            "exporter": info["exporter"]}
+    if run.config.task == "text-classification":
+        return {**base, "max_length": predictor.max_length, "pad_token_id": int(predictor.tokenizer.pad_token_id or 0)}
+    from tunesmith.models.vision import preprocess_of
+
+    pre = preprocess_of(predictor.model)
+    return {**base, "max_side": run.config.image.max_side,
+            "preprocess": {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "resize": "bilinear",
+                           "crop": "center"}}
+
+
+def _write_graph(run, predictor, folder: Path) -> dict:
+    from tunesmith.export.graph import export_image, export_text
+
+    if run.config.task == "text-classification":
+        info = export_text(run.model_dir, folder / FP32_FILE, predictor.max_length)
+        shutil.copy2(run.model_dir / "tokenizer.json", folder / "tokenizer.json")
+    else:
+        info = export_image(run.model_dir, folder / FP32_FILE)
+    (folder / MANIFEST).write_text(json.dumps(_manifest(run, predictor, info), indent=2) + "\n")
+    return info
+
+
+def _onnx_predictor(run, folder: Path, model_file: str | None = None):
+    cls = OnnxTextClassifier if run.config.task == "text-classification" else OnnxImageClassifier
+    return cls(folder, model_file, threads=LATENCY_THREADS)
+
+
+def _scores(predictor, rows: dict) -> dict[str, np.ndarray]:
+    return {split: predictor.logits(inputs) for split, (inputs, _) in rows.items()}
+
+
+def _torch_latency(predictor, inputs: list) -> dict:
+    """Eager latency at torch's own thread setting (recorded): forcing threads onto a busy machine makes
+    torch's OpenMP workers spin-wait and measures the machine, not the model (bench/ compares like for like)."""
+    import torch
+
+    return {"latency_ms_batch1": gate.latency_ms(predictor.logits, inputs, repeats=20),
+            "threads": torch.get_num_threads()}
+
+
+def _calibration(run, onnx_predictor, rows: int = 64, batch: int = 8):
+    """A seeded sample of training rows, as graph inputs (static quantization's calibration set)."""
+    def feeds() -> list[dict]:
+        from tunesmith.data.split import sample_stratified
+        from tunesmith.tasks import get_task
+
+        train = get_task(run.config.task).load_data(run.config).splits["train"]
+        sample = sample_stratified(train, rows, run.config.train.seed)
+        inputs = sample["text"].tolist() if "image" not in sample.columns else list(sample["image"])
+        if isinstance(onnx_predictor, OnnxTextClassifier):
+            return [onnx_predictor.encode(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+        return [{"pixel_values": onnx_predictor.pixels(inputs[i:i + batch])} for i in range(0, len(inputs), batch)]
+
+    return feeds
+
+
+def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_predictor) -> dict:
+    """Try each quantization setting; keep the fastest within the bound as INT8_FILE. Returns the record."""
+    from tunesmith.export.graph import file_mb
+    from tunesmith.export.quantize import candidates, prepared, quantize
+
+    require("onnxruntime")
+    seed, test_inputs = run.config.train.seed, rows["test"][0]
+    tried = []
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        work = Path(tmp)
+        source = prepared(folder / FP32_FILE, work)
+        calibration = _calibration(run, fp32_predictor)
+        for i, cand in enumerate(candidates()):
+            out = work / f"candidate{i}.onnx"
+            record = {"setting": cand.name}
+            try:
+                quantize(cand, source, out, calibration)
+                shutil.copy2(folder / MANIFEST, work / MANIFEST)
+                if (folder / "tokenizer.json").is_file():
+                    shutil.copy2(folder / "tokenizer.json", work / "tokenizer.json")
+                pred = _onnx_predictor(run, work, out.name)
+                result = gate.compare(reference, _scores(pred, rows), ys, seed)
+                ok, why = gate.passes(result, gate.INT8_AGREEMENT, gate.INT8_MAX_LOSS)
+                record.update({"passes": ok, "why": why, **result, "size_mb": file_mb(out),
+                               "latency_ms_batch1": gate.latency_ms(pred.logits, test_inputs)})
+            except Exception as err:  # a setting ORT cannot apply to this graph is a failed candidate, not a crash
+                record.update({"passes": False, "why": f"quantization failed: {type(err).__name__}: "
+                                                       f"{str(err).splitlines()[0][:200] if str(err) else ''}"})
+            record["file"] = out
+            tried.append(record)
+        passing = [r for r in tried if r["passes"]]
+        chosen = min(passing, key=lambda r: r["latency_ms_batch1"]) if passing else None
+        if chosen is not None:
+            shutil.copy2(chosen["file"], folder / INT8_FILE)
+    for r in tried:
+        r.pop("file")
+    return {"bound": {"min_agreement": gate.INT8_AGREEMENT, "max_test_accuracy_loss": gate.INT8_MAX_LOSS},
+            "candidates": tried, "chosen": chosen["setting"] if chosen else None}
+
+
+def export_onnx(run, folder: Path, int8: bool) -> tuple[dict, str | None]:
+    """Write the ONNX export of a finished classification run into `folder` (a fresh temporary folder).
+    Returns export.json's record and, when the int8 search found no setting within the bound, the refusal."""
+    from tunesmith.export.graph import file_mb
+    from tunesmith.export.rows import gate_rows
+    from tunesmith.predict import load_predictor
+
+    require("onnx", "onnxruntime", "onnxscript")
+    torch_predictor = load_predictor(run.path, "torch")
+    rows, how = gate_rows(run, torch_predictor.labels)
+    info = _write_graph(run, torch_predictor, folder)
+    ys = {split: y for split, (_, y) in rows.items()}
+    reference = _scores(torch_predictor, rows)
+    onnx_predictor = _onnx_predictor(run, folder)
+    fp32 = gate.compare(reference, _scores(onnx_predictor, rows), ys, run.config.train.seed)
+    ok, why = gate.passes(fp32, gate.FP32_AGREEMENT)
+    test_inputs = rows["test"][0]
+    record = {"format": "onnx", "run": str(run.path), "task": run.config.task, "exporter": info,
+              "opset": info["opset"], "rows": how, "threads": LATENCY_THREADS,
+              "pytorch": _torch_latency(torch_predictor, test_inputs),
+              "fp32": {"file": FP32_FILE, "size_mb": file_mb(folder / FP32_FILE), "passes": ok, "why": why,
+                       "bound": {"min_agreement": gate.FP32_AGREEMENT}, **fp32,
+                       "latency_ms_batch1": gate.latency_ms(onnx_predictor.logits, test_inputs)}}
+    if not ok:
+        raise UserError(f"{run.path}: the ONNX graph does not reproduce the PyTorch model ({why} on "
+                        f"{sum(s['n'] for s in fp32['splits'].values())} validation and test rows); nothing written")
+    refusal = None
+    if int8:
+        record["int8"] = _int8_search(run, folder, reference, ys, rows, onnx_predictor)
+        if record["int8"]["chosen"]:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            manifest["model_file"] = INT8_FILE
+            (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        else:
+            reasons = "; ".join(f"{c['setting']}: {c['why']}" for c in record["int8"]["candidates"])
+            refusal = (f"int8: no quantization setting stays within {gate.INT8_AGREEMENT:.0%} agreement and "
+                       f"{gate.INT8_MAX_LOSS * 100:.1f} points of test accuracy ({reasons}); kept the fp32 model")
+    record["model_file"] = json.loads((folder / MANIFEST).read_text())["model_file"]
+    return record, refusal
