@@ -266,12 +266,18 @@ CASES = [
     ("runs-compare-not-runs", lambda w, t: ["runs", "compare", s(w["done"]), s(w["not_a_run"])],
      "not a tunesmith run folder", 2),
     # demo, chat, export, models
-    ("demo-unknown-task", lambda w, t: ["demo", "--task", "tabular", "--output-dir", s(t)], "demo --task 'tabular'", 2),
+    ("demo-unknown-task", lambda w, t: ["demo", "--task", "federated", "--output-dir", s(t)],
+     "demo --task 'federated'", 2),
     ("chat-not-sft", lambda w, t: ["chat", s(w["done"]), "--prompt", "hi"], "chat needs a run of task sft", 2),
     ("chat-killed-run", lambda w, t: ["chat", s(w["sft_killed"]), "--prompt", "hi"], "did not complete", 2),
     ("export-not-lora", lambda w, t: ["export", s(w["done"]), "--merge"], "no LoRA adapter", 2),
     ("export-killed-run", lambda w, t: ["export", s(w["killed"]), "--merge"], "did not complete", 2),
     ("export-nothing-asked", lambda w, t: ["export", s(w["done"])], "say what to export", 2),
+    # serve
+    ("serve-not-a-run", lambda w, t: ["serve", s(w["not_a_run"]), "--port", "0"], "not a tunesmith run", 2),
+    ("serve-killed-run", lambda w, t: ["serve", s(w["killed"]), "--port", "0"], "did not complete", 2),
+    ("serve-key-file-missing", lambda w, t: ["serve", s(w["done"]), "--api-key-file", s(t / "keys.txt")],
+     "keys.txt", 2),
 ]
 
 
@@ -300,7 +306,7 @@ class _Names(dict):
 def test_the_corpus_covers_every_command():
     commands = {c[1](_Names(), Path("."))[0] for c in CASES}
     assert len(CASES) >= 40
-    assert commands == {"train", "audit", "tune", "auto", "predict", "eval", "runs", "demo", "chat", "export"}
+    assert commands == {"train", "audit", "tune", "auto", "predict", "eval", "runs", "demo", "chat", "export", "serve"}
 
 
 # a typo gets click's usage line and error, exit code 2: (argv, what the error says)
@@ -311,7 +317,8 @@ TYPOS = [(f"{' '.join(argv[:2])} {kind}", argv, said) for kind, cases in {
         (["predict", "run", "--txt", "hi"], "--txt"), (["eval", "run", "--dat", "x.csv"], "--dat"),
         (["runs", "list", "--all"], "--all"), (["runs", "compare", "a", "b", "--paired"], "--paired"),
         (["demo", "--taks", "sft"], "--taks"), (["chat", "run", "--promt", "hi"], "--promt"),
-        (["export", "RUN", "--format", "onnx"], "--format"), (["models", "--all"], "--all")],
+        (["export", "RUN", "--formt", "onnx"], "--formt"),
+        (["serve", "run", "--prot", "80"], "--prot"), (["models", "--all"], "--all")],
     "missing-argument": [
         (["audit"], "Missing argument"), (["tune"], "Missing argument"), (["auto", "x.csv"], "--label-column"),
         (["predict"], "Missing argument"), (["eval", "run"], "--data"), (["runs", "compare"], "Missing argument"),

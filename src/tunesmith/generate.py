@@ -95,7 +95,9 @@ class ChatModel:
                     break
                 logits = self.model(input_ids=inputs, use_cache=True, **{cache_arg: cache}).logits[0, -1].float()
                 if temperature > 0:
-                    token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
+                    # shifted by the max first: a tiny temperature (1e-38) would overflow raw logits to inf - inf
+                    probs = torch.softmax((logits - logits.max()) / temperature, -1)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
                 else:
                     token = int(logits.argmax())
                 n_generated += 1

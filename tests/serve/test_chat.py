@@ -70,6 +70,15 @@ def test_sampling_is_repeatable_with_a_seed(served, chat_run):
     assert answers[0] == answers[1] and len({a["content"] for a in answers}) > 1
 
 
+def test_a_tiny_temperature_samples_the_greedy_answer(served, chat_run):
+    """The fuzzer's find: temperature 1e-38 overflowed logits / temperature to inf and failed with 500."""
+    client, _ = served
+    tiny = ask(client, chat_run, temperature=1.175494351e-38, seed=1, max_tokens=12)
+    assert tiny.status_code == 200, tiny.text
+    greedy = ask(client, chat_run, max_tokens=12).json()
+    assert tiny.json()["choices"][0]["message"] == greedy["choices"][0]["message"]
+
+
 def test_streaming_sends_the_same_answer_as_server_sent_events(served, chat_run):
     client, _ = served
     plain = ask(client, chat_run, stop=["."]).json()["choices"][0]

@@ -49,16 +49,14 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, **opt
     from fastapi import FastAPI
 
     from tunesmith import __version__
-    from tunesmith.run import load_run
+    from tunesmith.run import completed_run
     from tunesmith.serve.guard import OPEN_PATHS, GuardMiddleware
     from tunesmith.serve.metrics import MetricsMiddleware
 
-    run = load_run(run_dir)
+    run = completed_run(run_dir)
     kind = KINDS.get(run.config.task)
     if kind is None:
         raise UserError(f"{run.path}: a {run.config.task} run; serve takes {', '.join(KINDS)} runs")
-    if run.status != "completed":
-        raise UserError(f"{run.path}: run status is {run.status!r}; serve needs a completed run")
     settings = (settings or ServeSettings(**options)).resolved(kind)
     model = _load(run, kind, settings.backend)
     if kind == "chat":
@@ -123,12 +121,12 @@ def _add_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from tunesmith.serve.guard import _error_body
+    from tunesmith.serve.guard import error_body
 
     def answer(request, status: int, message: str, kind: str, headers: dict | None = None):
         from fastapi.responses import Response
 
-        return Response(_error_body(request.url.path, status, message, kind), status_code=status,
+        return Response(error_body(request.url.path, status, message, kind), status_code=status,
                         media_type="application/json", headers=headers)
 
     @app.exception_handler(ServeError)

@@ -33,7 +33,7 @@ def key_matches(presented: str, keys: list[bytes]) -> bool:
     return found
 
 
-def _error_body(path: str, status: int, message: str, kind: str) -> bytes:
+def error_body(path: str, status: int, message: str, kind: str) -> bytes:
     if path.startswith("/v1/"):  # OpenAI clients read error.message
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode()
     return json.dumps({"error": message, "error_type": kind}).encode()
@@ -41,7 +41,7 @@ def _error_body(path: str, status: int, message: str, kind: str) -> bytes:
 
 async def send_error(send, path: str, status: int, message: str, kind: str,
                      headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = _error_body(path, status, message, kind)
+    body = error_body(path, status, message, kind)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
