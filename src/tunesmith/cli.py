@@ -279,7 +279,8 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run folder."),
     console = Console()
     for key in ("accuracy", "macro_f1"):
         ci = m["ci"][key]
-        typer.echo(f"{key}: {m[key]:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] ({int(ci['level'] * 100)}% bootstrap, n={m['n']})")
+        typer.echo(f"{key}: {m[key]:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] "
+                   f"({int(ci['level'] * 100)}% bootstrap, n={m['n']})")
     typer.echo(f"expected calibration error: {rep['calibration']['ece_scaled']:.4f} "
                f"(temperature {rep['calibration']['temperature']:.3f})")
     for w in rep["drift"]["warnings"]:
@@ -313,7 +314,8 @@ def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder holding run
 
 
 @runs_app.command("compare")
-def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run folders; the first is the reference.")) -> None:
+def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run folders; the first is the "
+                                                     "reference.")) -> None:
     """Side by side, with a paired bootstrap of test accuracy when the runs share a test split."""
     from tunesmith.runs import compare_runs
 
