@@ -73,8 +73,8 @@ class ImageClassification(Classifier):
     default_lr = {"full": 1e-3, "linear-probe": 1e-2, "lora": 1e-3}
 
     def configure(self, cfg: RunConfig) -> RunConfig:
-        """LoRA adapts attention projections, which a CNN backbone does not have."""
-        if cfg.train.method == "lora":
+        """LoRA adapts attention projections, which a CNN backbone does not have; contrastive is for text."""
+        if cfg.train.method in ("lora", "contrastive"):
             raise field_error("train.method", cfg.train.method, "does not apply to task image-classification; use "
                               "full (with image.freeze_epochs) or linear-probe")
         return cfg
