@@ -85,8 +85,8 @@ def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(t
     assert {r["type"] for r in stage} == {"train", "eval"}
     saved = pd.read_csv(run.path / "test_predictions.csv")
     out = predict(run.path, saved["text"].tolist())
-    assert out["predicted"].tolist() == saved["predicted"].tolist()
-    assert np.allclose(out["confidence"], saved["confidence"], atol=1e-4)
+    assert out["label"].tolist() == saved["predicted"].tolist()
+    assert np.allclose(out["probability"], saved["confidence"], atol=1e-4)
     # the head stage trained the head only: the body is the one the contrastive stage left
     from safetensors.torch import load_file
 

@@ -140,7 +140,8 @@ class TextClassification(Classifier):
         return Phase(name="contrastive", epochs=c.epochs, learning_rate=c.learning_rate,
                      encoded={"train": C.pair_examples(train, pairs), "validation": encoded["validation"]},
                      collate=C.pair_collate(collate), eval_collate=collate, enter=C.freeze_head,
-                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=C.freeze_body_only_head)
+                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=C.freeze_body_only_head,
+                     lengths=[max(len(train[i]["input_ids"]), len(train[j]["input_ids"])) for i, j in pairs])
 
     def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
         """train.method auto: the method for this much data per class (see tasks/method_choice.py)."""
