@@ -43,7 +43,8 @@ def bbc_files(folder: Path, test_per_class: int = 100, seed: int = 0) -> tuple[P
 
 def config(dataset: str, per_class: int, method: str, out: Path, files: dict) -> dict:
     if dataset == "banking77":
-        data = {"train": str(SHARED / "data" / "banking77_train.csv"), "test": str(SHARED / "data" / "banking77_test.csv"),
+        data = {"train": str(SHARED / "data" / "banking77_train.csv"),
+                "test": str(SHARED / "data" / "banking77_test.csv"),
                 "label_column": "category", "drop_missing": True, "max_train_rows": 77 * per_class}
         model = {"name": "minilm-l6"}
     else:
@@ -70,8 +71,8 @@ def summary(run, wall: float) -> dict:
             if "accuracy" in cmp else None,
             "train_rows": int(sum(json.loads((run.path / "data_report.json").read_text())["train_profile"]
                                   ["label_counts"].values())),
-            "training": {k: v for k, v in res["training"].items() if k in ("warmup", "train_seconds", "epochs_completed",
-                                                                           "method_choice")},
+            "training": {k: v for k, v in res["training"].items()
+                         if k in ("warmup", "train_seconds", "epochs_completed", "method_choice")},
             "method_choice": res.get("method_choice"), "wall_s_under_load": round(wall, 1)}
 
 

@@ -41,7 +41,8 @@ def test_unknown_field_names_the_field_and_the_valid_ones(tmp_path):
 
 def test_bad_choice_lists_valid_values(tmp_path):
     path = write(tmp_path, {"data": {"train": "x.csv"}})
-    with pytest.raises(UserError, match=r"train.method = 'qlora'.*'auto', 'full', 'lora', 'linear-probe' or 'contrastive'"):
+    with pytest.raises(UserError,
+                       match=r"train.method = 'qlora'.*'auto', 'full', 'lora', 'linear-probe' or 'contrastive'"):
         load_config(path, ["train.method=qlora"])
     with pytest.raises(UserError, match=r"train.learning_rate = -1"):
         load_config(path, ["train.learning_rate=-1"])

@@ -214,9 +214,9 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     view = replace(prepared, encoded=phase.encoded, collate=phase.collate, eval_collate=phase.eval_collate)
     loss = phase.loss or prepared.loss or task.loss  # the stage's, else this run's (e.g. class-weighted)
     evaluate = phase.evaluate or (lambda model: task.validate(cfg, data, view, model, accelerator))
-    result = train_loop(loss, prepared.model, phase.encoded["train"], phase.lengths or [1] * len(phase.encoded["train"]),
-                        phase.collate, evaluate, cfg.train, phase.epochs, phase.learning_rate, folder, accelerator,
-                        resume=resuming)
+    lengths = phase.lengths or [1] * len(phase.encoded["train"])
+    result = train_loop(loss, prepared.model, phase.encoded["train"], lengths, phase.collate, evaluate, cfg.train,
+                        phase.epochs, phase.learning_rate, folder, accelerator, resume=resuming)
     if phase.leave is not None:
         phase.leave(prepared.model)
     else:

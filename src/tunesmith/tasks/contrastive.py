@@ -91,8 +91,9 @@ class ContrastiveLoss:
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, batch_size: int) -> torch.Tensor:
-    """head_input of `examples`, in eval mode, L2-normalised."""
+def embed(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, batch_size: int,
+          normalise: bool = True) -> torch.Tensor:
+    """head_input of `examples`, in eval mode, L2-normalised unless told otherwise."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -101,7 +102,8 @@ def embed(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, b
         batch = collate([{k: v for k, v in ex.items() if k != "labels"} for ex in examples[i:i + batch_size]])
         out.append(head_input(model, {k: v.to(device) for k, v in batch.items()}).float())
     model.train(was_training)
-    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+    out = torch.cat(out)
+    return torch.nn.functional.normalize(out, dim=-1) if normalise else out
 
 
 def centroid_logits(train_emb: torch.Tensor, train_y: np.ndarray, emb: torch.Tensor, n_classes: int,
@@ -124,6 +126,26 @@ def freeze_body_only_head(model: torch.nn.Module) -> None:
     head = set(head_parameter_names(model))
     for name, param in model.named_parameters():
         param.requires_grad_(name in head)
+
+
+@torch.no_grad()
+def init_head_from_centroids(model: torch.nn.Module, train_emb: torch.Tensor, train_y: np.ndarray,
+                             scale: float = 20.0) -> None:
+    """Start a linear head at the nearest-centroid classifier of the tuned embeddings (prototype
+    init): row k is class k's normalised mean embedding, scaled so logits are about `scale` x cosine.
+    The head stage then starts where the contrastive stage's validation score was measured
+    instead of from random weights. `train_emb` is the un-normalised head input of the training rows."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear) or head.in_features != train_emb.shape[1]:
+        return  # a head that is not one linear layer on the embedding keeps its own initialisation
+    y = torch.as_tensor(train_y)
+    weight = torch.zeros_like(head.weight)
+    for c in range(head.out_features):
+        if (y == c).any():
+            weight[c] = torch.nn.functional.normalize(train_emb[y == c].mean(0), dim=0)
+    head.weight.copy_(weight * scale / train_emb.norm(dim=1).mean().clamp(min=1e-6))
+    if head.bias is not None:
+        head.bias.zero_()
 
 
 def freeze_head(model: torch.nn.Module) -> None:

@@ -137,10 +137,14 @@ class TextClassification(Classifier):
                                          C.embed(model, encoded["validation"], collate, batch), len(data.labels))
             return self.metrics(val_y, centroid, data.labels)
 
+        def leave(model) -> None:  # head only from now on, starting at the tuned embeddings' class centroids
+            C.freeze_body_only_head(model)
+            C.init_head_from_centroids(model, C.embed(model, train, collate, batch, normalise=False).cpu(), train_y)
+
         return Phase(name="contrastive", epochs=c.epochs, learning_rate=c.learning_rate,
                      encoded={"train": C.pair_examples(train, pairs), "validation": encoded["validation"]},
                      collate=C.pair_collate(collate), eval_collate=collate, enter=C.freeze_head,
-                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=C.freeze_body_only_head,
+                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=leave,
                      lengths=[max(len(train[i]["input_ids"]), len(train[j]["input_ids"])) for i, j in pairs])
 
     def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
