@@ -54,6 +54,24 @@ def test_the_contrastive_embedding_is_what_the_bert_head_reads(tiny_model):
     assert torch.allclose(emb, pooled, atol=1e-6)
 
 
+def test_the_head_starts_as_the_nearest_class_mean_classifier(tiny_model):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunesmith.tasks.contrastive import init_head_from_centroids
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    texts = ["good film", "bad plot here", "great happy day", "awful sad night", "nice", "terrible boring"]
+    batch = dict(AutoTokenizer.from_pretrained(tiny_model)(texts, padding=True, return_tensors="pt"))
+    y = np.array([0, 1, 0, 1, 0, 1])
+    with torch.no_grad():
+        emb = head_input(model, batch)
+        init_head_from_centroids(model, emb, y)
+        logits = model(**batch).logits
+    means = torch.nn.functional.normalize(torch.stack([emb[torch.as_tensor(y == c)].mean(0) for c in (0, 1)]), dim=1)
+    cosine = torch.nn.functional.normalize(emb, dim=1) @ means.T
+    assert torch.allclose(logits, cosine * emb.norm(dim=1, keepdim=True) * 20 / emb.norm(dim=1).mean(), atol=1e-5)
+
+
 @pytest.mark.parametrize("counts, method", [([10] * 77, "contrastive"), ([30] * 77, "contrastive"),
                                             ([400] * 5, "full"), ([1] * 20 + [2], "linear-probe")])
 def test_auto_chooses_by_examples_per_class(counts, method):
