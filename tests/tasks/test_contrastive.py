@@ -91,7 +91,7 @@ def _small_config(tmp_path, **train):
 def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(tmp_path):
     from tunesmith.predict import predict
 
-    cfg = _small_config(tmp_path)
+    cfg = _small_config(tmp_path, method="auto")
     del cfg["train"]["learning_rate"]  # the head stage's default
     run = fine_tune(build_config(cfg))
     assert run.results["method"] == "contrastive" and run.results["method_choice"]["method"] == "contrastive"
