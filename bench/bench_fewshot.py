@@ -56,12 +56,16 @@ def config(dataset: str, per_class: int, method: str, out: Path, files: dict) ->
             "output_dir": str(out), "run_name": f"{dataset}-{per_class}-{method}"}
 
 
-def summary(run, wall: float) -> dict:
+def summary(run, wall: float | None) -> dict:
     res = run.results
+    if wall is None:  # collected from a finished run folder: the time its own clock recorded
+        status = json.loads((run.path / "status.json").read_text())["time"]
+        started = json.loads((run.path / "environment.json").read_text())["started"]
+        wall = (dt.datetime.fromisoformat(status) - dt.datetime.fromisoformat(started)).total_seconds()
 
     def acc(block: dict) -> list[float]:
-        lo, hi = block["ci"]["accuracy"]
-        return [round(block["accuracy"], 4), round(lo, 4), round(hi, 4)]
+        ci = block["ci"]["accuracy"]
+        return [round(block["accuracy"], 4), round(ci["low"], 4), round(ci["high"], 4)]
 
     cmp = res.get("comparison", {})
     return {"test_accuracy": acc(res["test"]), "test_macro_f1": round(res["test"]["macro_f1"], 4),
@@ -83,9 +87,23 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["contrastive", "full"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "fewshot_runs.jsonl"))
     ap.add_argument("--append", action="store_true")
+    ap.add_argument("--collect", nargs="*", help="summarise these finished run folders (named "
+                    "DATASET-K-METHOD) instead of training")
     a = ap.parse_args()
     from tunesmith.config import build_config
-    from tunesmith.run import fine_tune
+    from tunesmith.run import fine_tune, load_run
+
+    if a.collect:
+        rows = []
+        for folder in a.collect:
+            dataset, k, method = Path(folder).name.split("-", 2)
+            rows.append({"dataset": dataset, "per_class": int(k), "method": method,
+                         **summary(load_run(folder), None), "date": dt.date.today().isoformat()})
+            print(json.dumps(rows[-1]))
+        print(table(rows))
+        if a.append:
+            append_results(rows)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="tunesmith-fewshot-"))
     files = {"bbc": bbc_files(work)} if "bbc" in a.datasets else {}
