@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["contrastive", "full"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "fewshot_runs.jsonl"))
     ap.add_argument("--append", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides, e.g. "
+                    "train.contrastive.learning_rate=2e-4 (the run name records them)")
     ap.add_argument("--collect", nargs="*", help="summarise these finished run folders (named "
                     "DATASET-K-METHOD) instead of training")
     a = ap.parse_args()
@@ -112,8 +114,10 @@ def main() -> None:
         for k in a.shots:
             for method in a.methods:
                 tic = time.perf_counter()
-                run = fine_tune(build_config(config(dataset, k, method, work / "runs", files)))
-                row = {"dataset": dataset, "per_class": k, "method": method, **summary(run, time.perf_counter() - tic),
+                cfg = config(dataset, k, method, work / "runs", files)
+                cfg["run_name"] += "".join(f"-{o}" for o in a.set)
+                run = fine_tune(build_config(cfg, list(a.set)))
+                row = {"dataset": dataset, "per_class": k, "method": method, "overrides": a.set, **summary(run, time.perf_counter() - tic),
                        "date": dt.date.today().isoformat()}
                 print(json.dumps(row), flush=True)
                 with open(a.out, "a") as fh:
