@@ -46,6 +46,12 @@ def build_pairs(labels: Sequence[int], pairs_per_example: int, seed: int) -> lis
     return [pairs[k] for k in order]
 
 
+def default_pairs_per_example(n_train: int, min_pairs: int = 1000) -> int:
+    """2 pairs per example, more on small data: with 44 BBC News articles, 2 each made a 6-step stage
+    that left the encoder as it was (test 0.75 vs the linear probe's 0.88); SetFit draws 40 per example."""
+    return max(2, -(-min_pairs // max(n_train, 1)))
+
+
 def pair_examples(encoded: Sequence[dict], pairs: list[tuple[int, int]]) -> list[dict]:
     """The stage's training rows: each holds the two encoded texts of one pair."""
     return [{"pair": (encoded[i], encoded[j])} for i, j in pairs]

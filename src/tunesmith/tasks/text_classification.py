@@ -125,7 +125,7 @@ class TextClassification(Classifier):
         c = cfg.train.contrastive
         train = encoded["train"]
         train_y = np.array([ex["labels"] for ex in train])
-        pairs = C.build_pairs(train_y, c.pairs_per_example, cfg.train.seed)
+        pairs = C.build_pairs(train_y, c.pairs_per_example or C.default_pairs_per_example(len(train)), cfg.train.seed)
         if not pairs:
             raise UserError("train.method = 'contrastive': no class has two training examples to pair; "
                             "use linear-probe")
