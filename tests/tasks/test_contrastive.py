@@ -16,7 +16,8 @@ import torch
 from tests.conftest import build_tiny_bert, make_rows, tiny_config
 from tunesmith.config import build_config
 from tunesmith.run import fine_tune
-from tunesmith.tasks.contrastive import build_pairs, head_input, pair_collate, pair_examples
+from tunesmith.tasks.contrastive import (build_pairs, default_pairs_per_example, head_input, pair_collate,
+                                         pair_examples)
 from tunesmith.tasks.method_choice import choose_method
 
 
@@ -29,6 +30,7 @@ def test_pairs_join_two_different_examples_of_one_class_each_anchor_as_often_as_
     assert all(len({j for a, j in pairs if a == i}) == 2 for i in (0, 1, 2, 6))
     assert pairs == build_pairs(labels, 2, seed=3)  # seeded
     assert pairs != build_pairs(labels, 2, seed=4)
+    assert default_pairs_per_example(684) == 2 and default_pairs_per_example(44) == 23  # >= 1,000 pairs
 
 
 def test_pair_rows_collate_to_a_flat_batch_of_both_members_with_their_labels():
