@@ -126,12 +126,17 @@ def centroid_logits(train_emb: torch.Tensor, train_y: np.ndarray, emb: torch.Ten
 
 
 def freeze_body_only_head(model: torch.nn.Module) -> None:
-    """After the stage: the tuned body stays as it is; only the head trains (SetFit's default)."""
+    """After the stage: the tuned body stays as it is; only the head trains (SetFit's default). The
+    frozen body runs without dropout, as it will at prediction time (and as the linear probe's cached
+    features do): the head then fits the embeddings it will see, not noised ones."""
     from tunesmith.models.methods import head_parameter_names
 
     head = set(head_parameter_names(model))
     for name, param in model.named_parameters():
         param.requires_grad_(name in head)
+    for module in model.base_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
 @torch.no_grad()
