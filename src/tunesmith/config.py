@@ -83,7 +83,7 @@ class TrainConfig(_Strict):
                             "gradient accumulation.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
-                                        "full 1e-4, lora 1e-3, linear-probe 1e-2, contrastive (its head stage) 1e-3.")
+                                        "full 1e-4, lora 1e-3, linear-probe 1e-2, contrastive (its head stage) 1e-4.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
                                 "LayerNorm weights).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the "

@@ -99,7 +99,7 @@ def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(t
     assert run.results["method"] == "contrastive" and run.results["method_choice"]["method"] == "contrastive"
     assert "per class" in run.results["method_choice"]["reason"]
     assert "method chosen automatically" in (run.path / "report.html").read_text()
-    assert run.config.train.method == "contrastive" and run.config.train.learning_rate == 1e-3
+    assert run.config.train.method == "contrastive" and run.config.train.learning_rate == 1e-4
     assert run.results["training"]["warmup"]["phase"] == "contrastive"
     stage = [json.loads(l) for l in (run.path / "contrastive" / "metrics.jsonl").read_text().splitlines()]
     assert {r["type"] for r in stage} == {"train", "eval"}
