@@ -19,7 +19,7 @@ PAIRS_MIN_PER_CLASS = 2
 
 
 def choose_method(class_counts: Sequence[int]) -> dict:
-    """{method, reason, evidence} for training examples per class `class_counts`."""
+    """{method, per_class, reason} for training examples per class `class_counts`."""
     per_class = statistics.median(class_counts) if class_counts else 0
     facts = f"{sum(class_counts)} training rows, {len(class_counts)} classes, median {per_class:g} per class"
     if per_class < PAIRS_MIN_PER_CLASS:
