@@ -117,8 +117,8 @@ def main() -> None:
                 cfg = config(dataset, k, method, work / "runs", files)
                 cfg["run_name"] += "".join(f"-{o}" for o in a.set)
                 run = fine_tune(build_config(cfg, list(a.set)))
-                row = {"dataset": dataset, "per_class": k, "method": method, "overrides": a.set, **summary(run, time.perf_counter() - tic),
-                       "date": dt.date.today().isoformat()}
+                row = {"dataset": dataset, "per_class": k, "method": method, "overrides": a.set,
+                       **summary(run, time.perf_counter() - tic), "date": dt.date.today().isoformat()}
                 print(json.dumps(row), flush=True)
                 with open(a.out, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
