@@ -73,8 +73,9 @@ def tiny_config(model: Path, train: Path, out: Path, **train_overrides) -> dict:
         "task": "text-classification",
         "model": {"name": str(model), "max_length": 32},
         "data": {"train": str(train), "text_column": "text", "label_column": "label"},
-        "train": {"epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "seed": 7, "logging_steps": 2,
-                  "warmup_ratio": 0.0, **train_overrides},
+        # method full unless a test asks: auto would pick contrastive for the smaller test sets
+        "train": {"method": "full", "epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "seed": 7,
+                  "logging_steps": 2, "warmup_ratio": 0.0, **train_overrides},
         "output_dir": str(out),
         "run_name": "run",
     }

@@ -28,7 +28,7 @@ def test_yaml_paths_are_relative_to_the_config_file(tmp_path):
     path.write_text("data: {train: data/train.csv}\n")
     cfg = load_config(path, ["train.epochs=2"])
     assert cfg.data.train == (tmp_path / "sub" / "data" / "train.csv").resolve()
-    assert cfg.train.epochs == 2 and cfg.train.method == "full"
+    assert cfg.train.epochs == 2 and cfg.train.method == "auto"
 
 
 def test_unknown_field_names_the_field_and_the_valid_ones(tmp_path):
@@ -41,7 +41,8 @@ def test_unknown_field_names_the_field_and_the_valid_ones(tmp_path):
 
 def test_bad_choice_lists_valid_values(tmp_path):
     path = write(tmp_path, {"data": {"train": "x.csv"}})
-    with pytest.raises(UserError, match=r"train.method = 'qlora'.*'full', 'lora' or 'linear-probe'"):
+    with pytest.raises(UserError,
+                       match=r"train.method = 'qlora'.*'auto', 'full', 'lora', 'linear-probe' or 'contrastive'"):
         load_config(path, ["train.method=qlora"])
     with pytest.raises(UserError, match=r"train.learning_rate = -1"):
         load_config(path, ["train.learning_rate=-1"])

@@ -93,19 +93,32 @@ class LoraSettings(_Strict):
                                              "attention projections of the architecture.")
 
 
-Method = Literal["full", "lora", "linear-probe"]
+Method = Literal["auto", "full", "lora", "linear-probe", "contrastive"]
+
+
+class ContrastiveSettings(_Strict):
+    epochs: int = Field(1, ge=0, description="Passes over the label-built pairs in the contrastive stage.")
+    pairs_per_example: int | None = Field(None, gt=0, description="Positive pairs drawn for each training "
+                                          "example (a partner of the same class, seeded); in-batch examples of "
+                                          "other classes are the negatives. Default: 2, or more on small data so "
+                                          "that the stage sees at least 1,000 pairs.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of the contrastive stage "
+                                 "(the head stage after it uses train.learning_rate).")
 
 
 class TrainConfig(_Strict):
-    method: Method = Field("full", description="full: update every weight; lora: low-rank adapters "
-                           "through PEFT; linear-probe: frozen encoder, train the head only.")
+    method: Method = Field("auto", description="auto: pick one of the methods below from the data size "
+                           "(per class) and say why in results.json; full: update every weight; lora: "
+                           "low-rank adapters through PEFT; linear-probe: frozen encoder, train the head "
+                           "only; contrastive (text classification): first tune the encoder on pairs built "
+                           "from the labels (SetFit-style), then train the head on the tuned, frozen encoder.")
     epochs: int | None = Field(None, gt=0, description="Passes over the training data. Default: 5 below "
                                "1,000 rows, 3 below 10,000, else 2.")
     batch_size: int = Field(16, gt=0, description="Examples per optimizer step, per process, before "
                             "gradient accumulation.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
-                                        "full 1e-4, lora 1e-3, linear-probe 1e-2.")
+                                        "full 1e-4, lora 1e-3, linear-probe 1e-2, contrastive (its head stage) 1e-4.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
                                 "LayerNorm weights).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the "
@@ -137,6 +150,8 @@ class TrainConfig(_Strict):
                                                       "autocast on CPU or GPU; fp16 (with loss scaling) needs a "
                                                       "CUDA GPU.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
+    contrastive: ContrastiveSettings = Field(default_factory=ContrastiveSettings,
+                                             description="Contrastive stage settings (method: contrastive).")
 
 
 class AuditConfig(_Strict):

@@ -25,7 +25,8 @@ from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo, audit_key, data_key
 
 STATUS = "status.json"
-DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2}
+DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "linear-probe": 1e-2, "contrastive": 1e-4}  # contrastive: its head stage,
+# which starts at the class centroids; Banking77 10-shot validation: 1e-4 kept 0.826, 1e-3 fell to 0.78, 1e-2 to 0.76
 
 
 @dataclass
@@ -264,15 +265,36 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     folder.mkdir(exist_ok=True)
     phase.enter(prepared.model)
     view = replace(prepared, encoded=phase.encoded, collate=phase.collate, eval_collate=phase.eval_collate)
-    loss = prepared.loss or task.loss  # this run's loss (e.g. class-weighted), else the task's
-    result = train_loop(loss, prepared.model, phase.encoded["train"], [1] * len(phase.encoded["train"]),
-                        phase.collate, lambda model: task.validate(cfg, data, view, model, accelerator), cfg.train,
+    loss = phase.loss or prepared.loss or task.loss  # the stage's, else this run's (e.g. class-weighted)
+    evaluate = phase.evaluate or (lambda model: task.validate(cfg, data, view, model, accelerator))
+    lengths = phase.lengths or [1] * len(phase.encoded["train"])
+    result = train_loop(loss, prepared.model, phase.encoded["train"], lengths, phase.collate, evaluate, cfg.train,
                         phase.epochs, phase.learning_rate, folder, accelerator, resume=resuming)
-    for param in prepared.model.parameters():
-        param.requires_grad_(True)
+    if phase.leave is not None:
+        phase.leave(prepared.model)
+    else:
+        for param in prepared.model.parameters():
+            param.requires_grad_(True)
     return {"phase": phase.name, "epochs": result.epochs_completed, "learning_rate": phase.learning_rate,
             "global_step": result.global_step, "best_validation_" + cfg.train.metric_for_best: result.best_metric,
             "train_seconds": round(result.train_seconds, 2)}
+
+
+def _choose_method(cfg, task, data, run_dir: Path, resuming: bool) -> tuple[RunConfig, dict | None]:
+    """Resolve train.method auto from the (cleaned) training data; a resumed run keeps the choice it
+    made (its config.yaml holds the chosen method, data_report.json the reason)."""
+    if resuming:
+        report = run_dir / "data_report.json"
+        return cfg, json.loads(report.read_text()).get("method_choice") if report.is_file() else None
+    if cfg.train.method != "auto":
+        return cfg, None
+    choose = getattr(task, "choose_method", None)
+    choice = choose(cfg, data) if choose else {"method": "full", "reason": f"task {cfg.task}: full fine-tuning "
+                                                                            "(auto chooses by data size for "
+                                                                            "text classification only)"}
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.method = choice["method"]
+    return cfg, choice
 
 
 def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks, memo: Memo) -> Run:
@@ -291,6 +313,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     data, splits, audit_report = _audit(cfg, task, data, run_dir, main, resuming, memo)
     if hasattr(task, "fit"):  # trains outside the torch loop (gradient boosting): no prepare, no train_loop
         return _fit(cfg, task, data, splits, run_dir, accelerator, callbacks)
+    cfg, method_choice = _choose_method(cfg, task, data, run_dir, resuming)
     n_train = len(data.splits["train"])
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
@@ -316,7 +339,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
         atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
                                                          "split_rows": {k: len(v) for k, v in data.splits.items()},
-                                                         "train_profile": task.profile(data), **prepared.resolved})
+                                                         "train_profile": task.profile(data), **prepared.resolved,
+                                                         **({"method_choice": method_choice} if method_choice else {})})
     accelerator.wait_for_everyone()
 
     warmup = _warmup(cfg, task, data, prepared, run_dir, accelerator, resuming)
@@ -324,7 +348,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     result = train_loop(loss, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
                         lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
                         run_dir, accelerator, resume=resuming, callbacks=callbacks, param_groups=prepared.param_groups)
-    training = {**({"warmup": warmup} if warmup else {}),
+    training = {**({"warmup": warmup} if warmup else {}), **({"method_choice": method_choice} if method_choice else {}),
                 "global_step": result.global_step, "epochs_completed": result.epochs_completed, "epochs_planned": epochs, "best_step": result.best_step,
                 "best_validation_" + cfg.train.metric_for_best: result.best_metric,
                 "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),

@@ -223,6 +223,8 @@ def _classification_sections(results: dict, run_dir: Path, records: list[dict], 
         f"<h1>tunesmith run: {html.escape(run_dir.name)}</h1>",
         f"<p>{html.escape(results['task'])} · model <b>{html.escape(results['model'])}</b> · method "
         f"<b>{html.escape(results['method'])}</b> · {len(labels)} classes</p>",
+        *([f"<p>method chosen automatically: {html.escape(results['method_choice']['reason'])}</p>"]
+          if results.get("method_choice") else []),
         "<h2 id='comparison'>Did fine-tuning help? (held-out test split)</h2>",
         html_table(["model", "accuracy [95% CI]", "macro-F1 [95% CI]", "log loss", "n"], compare),
         *_verdict(results.get("comparison") or {}),

@@ -17,7 +17,7 @@ def head_parameter_names(model: torch.nn.Module) -> list[str]:
 
 def apply_method(model: torch.nn.Module, method: str, lora: LoraSettings, task_type: str) -> torch.nn.Module:
     """Return the model ready to train with `method`; only its trainable parameters need saving."""
-    if method == "full":
+    if method in ("full", "auto"):  # auto is resolved before a run prepares its model; alone it means full
         return model
     if method == "linear-probe":
         head = set(head_parameter_names(model))
@@ -35,7 +35,7 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraSettings, task_t
             return get_peft_model(model, peft_cfg)
         except ValueError as err:
             raise UserError(f"train.lora.target_modules: {str(err).splitlines()[0]}") from None
-    raise UserError(f"train.method = {method!r}: expected one of full, lora, linear-probe")
+    raise UserError(f"train.method = {method!r}: expected one of auto, full, lora, linear-probe")
 
 
 def _stat_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:

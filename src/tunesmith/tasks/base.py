@@ -29,6 +29,12 @@ class Phase:
     collate: Callable[[list[dict]], dict[str, torch.Tensor]]
     enter: Callable[[torch.nn.Module], None]  # e.g. freeze the backbone
     eval_collate: Callable | None = None  # evaluation batches, when they differ from training ones
+    loss: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None  # this stage's
+    # own objective (e.g. contrastive); None: the run's loss
+    evaluate: Callable[[torch.nn.Module], dict] | None = None  # this stage's validation metrics; None: the task's
+    lengths: list[int] | None = None  # of each training example, for length-grouped batches; None: no grouping
+    leave: Callable[[torch.nn.Module], None] | None = None  # after the stage (e.g. freeze the tuned body for a
+    # head-only main stage); None: unfreeze every weight
 
 
 @dataclass

@@ -118,6 +118,7 @@ class Classifier:
         train_metrics = self.metrics(ys["train"], logits["train"], labels)
         results = {
             "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
+            **({"method_choice": training["method_choice"]} if "method_choice" in training else {}),
             "validation": validation, "training": training,
             "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
                                              training["best_step"]),

@@ -73,8 +73,10 @@ class ImageClassification(Classifier):
     default_lr = {"full": 1e-3, "linear-probe": 1e-2, "lora": 1e-3}
 
     def configure(self, cfg: RunConfig) -> RunConfig:
-        """LoRA adapts attention projections, which a CNN backbone does not have."""
-        if cfg.train.method == "lora":
+        """LoRA adapts attention projections, which a CNN backbone does not have; contrastive is for text."""
+        if cfg.train.method == "auto":  # auto chooses by data size for text only; full is this task's default
+            cfg.train.method = "full"
+        if cfg.train.method in ("lora", "contrastive"):
             raise field_error("train.method", cfg.train.method, "does not apply to task image-classification; use "
                               "full (with image.freeze_epochs) or linear-probe")
         return cfg
@@ -139,7 +141,7 @@ class ImageClassification(Classifier):
                    for split, df in data.splits.items()}
         train_collate = ImageCollate(pre, cfg.image.augment, len(labels), cfg.train.seed)
         eval_collate = ImageCollate(pre, None, len(labels))
-        method = cfg.train.method
+        method = "full" if cfg.train.method == "auto" else cfg.train.method  # configure() resolves it too
         warmup_wanted = method == "full" and cfg.image.freeze_epochs > 0
         feats, cached, faithful, feature_seconds = None, None, False, 0.0
         if method == "linear-probe" or warmup_wanted or "linear_probe" in cfg.eval.baselines:

@@ -42,7 +42,9 @@ class SupervisedFineTuning:
         for field, value in (("train.metric_for_best", cfg.train.metric_for_best), ("tune.metric", cfg.tune.metric)):
             if value != "loss":
                 raise field_error(field, value, "task sft is scored by validation loss; use loss")
-        if cfg.train.method == "linear-probe":
+        if cfg.train.method == "auto":  # auto chooses by data size for text classification only
+            cfg.train.method = "full"
+        if cfg.train.method in ("linear-probe", "contrastive"):
             raise field_error("train.method", cfg.train.method, "does not apply to task sft; use lora or full")
         return cfg
 

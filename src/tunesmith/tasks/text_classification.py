@@ -15,7 +15,7 @@ from tunesmith.memo import Memo, audit_key, key
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
-from tunesmith.tasks.base import Prepared, TaskData
+from tunesmith.tasks.base import Phase, Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
 
 # Config attributes that hold dropout in the encoder families transformers ships.
@@ -90,7 +90,9 @@ class TextClassification(Classifier):
                 if hasattr(mconf, attr):
                     setattr(mconf, attr, cfg.model.dropout)
         model = AutoModelForSequenceClassification.from_pretrained(resolved.source, config=mconf, **kwargs)
-        model = apply_method(model, cfg.train.method, cfg.train.lora, task_type="SEQ_CLS")
+        # contrastive tunes every body weight first (its stage is Prepared.warmup), then the head alone
+        method = "full" if cfg.train.method == "contrastive" else cfg.train.method
+        model = apply_method(model, method, cfg.train.lora, task_type="SEQ_CLS")
 
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
@@ -109,11 +111,47 @@ class TextClassification(Classifier):
                     [1] * len(lengths), True
 
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
+        warmup = self._contrastive_phase(cfg, data, encoded, collate) if cfg.train.method == "contrastive" else None
         return Prepared(model=model, encoded=encoded, lengths=lengths, collate=collate, preprocessor=tokenizer,
-                        loss=self.class_loss(cfg, data),
+                        loss=self.class_loss(cfg, data), warmup=warmup,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
                                   "model_limit": model_limit, "feature_cache": feature_cache})
+
+    def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate) -> Phase:
+        """The contrastive stage: label-built pairs, scored on validation by nearest class centroid."""
+        from tunesmith.tasks import contrastive as C
+
+        c = cfg.train.contrastive
+        train = encoded["train"]
+        train_y = np.array([ex["labels"] for ex in train])
+        pairs = C.build_pairs(train_y, c.pairs_per_example or C.default_pairs_per_example(len(train)), cfg.train.seed)
+        if not pairs:
+            raise UserError("train.method = 'contrastive': no class has two training examples to pair; "
+                            "use linear-probe")
+        val_y = np.array([ex["labels"] for ex in encoded["validation"]])
+        batch = cfg.train.eval_batch_size
+
+        def evaluate(model) -> dict:
+            centroid = C.centroid_logits(C.embed(model, train, collate, batch), train_y,
+                                         C.embed(model, encoded["validation"], collate, batch), len(data.labels))
+            return self.metrics(val_y, centroid, data.labels)
+
+        def leave(model) -> None:  # head only from now on, starting at the tuned embeddings' class centroids
+            C.freeze_body_only_head(model)
+            C.init_head_from_centroids(model, C.embed(model, train, collate, batch, normalise=False).cpu(), train_y)
+
+        return Phase(name="contrastive", epochs=c.epochs, learning_rate=c.learning_rate,
+                     encoded={"train": C.pair_examples(train, pairs), "validation": encoded["validation"]},
+                     collate=C.pair_collate(collate), eval_collate=collate, enter=C.freeze_head,
+                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=leave,
+                     lengths=[max(len(train[i]["input_ids"]), len(train[j]["input_ids"])) for i, j in pairs])
+
+    def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
+        """train.method auto: the method for this much data per class (see tasks/method_choice.py)."""
+        from tunesmith.tasks.method_choice import choose_method
+
+        return choose_method(data.splits["train"]["label"].value_counts().tolist())
 
     def _tokenize(self, tokenizer, data: TaskData, max_length: int | None, model_limit: int):
         """Encode every split; the max length defaults to the training texts' 95th percentile."""
