@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # optional capabilities; make test installs them all
 EXTRAS := tabular,serve,export
 
-.PHONY: install demo test test-fast bench bench-sft clean
+.PHONY: install demo test test-fast lint bench bench-sft clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not slow"

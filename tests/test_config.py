@@ -18,7 +18,8 @@ def write(tmp_path: Path, cfg: dict) -> Path:
 
 
 def test_overrides_are_typed_and_nested():
-    assert parse_overrides(["train.epochs=3", "train.lora.rank=16", "model.name=minilm-l6", "train.max_grad_norm=null"]) == {
+    overrides = ["train.epochs=3", "train.lora.rank=16", "model.name=minilm-l6", "train.max_grad_norm=null"]
+    assert parse_overrides(overrides) == {
         "train": {"epochs": 3, "lora": {"rank": 16}, "max_grad_norm": None}, "model": {"name": "minilm-l6"}}
 
 

@@ -349,7 +349,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
                         lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
                         run_dir, accelerator, resume=resuming, callbacks=callbacks, param_groups=prepared.param_groups)
     training = {**({"warmup": warmup} if warmup else {}), **({"method_choice": method_choice} if method_choice else {}),
-                "global_step": result.global_step, "epochs_completed": result.epochs_completed, "epochs_planned": epochs, "best_step": result.best_step,
+                "global_step": result.global_step, "epochs_completed": result.epochs_completed,
+                "epochs_planned": epochs, "best_step": result.best_step,
                 "best_validation_" + cfg.train.metric_for_best: result.best_metric,
                 "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
                 "train_samples_per_second": round(result.samples_per_second, 2)}

@@ -54,7 +54,8 @@ def _confusion(matrix: list[list[int]], labels: list[str], title: str) -> str:
         if len(labels) <= 12:
             for i in range(len(labels)):
                 for j in range(len(labels)):
-                    ax.text(j, i, m[i, j], ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
+                    ax.text(j, i, m[i, j], ha="center", va="center",
+                            color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
     return embed_png(fig)
 
@@ -76,7 +77,8 @@ def _fmt(value) -> str:
 
 
 def _per_class(split: dict) -> str:
-    rows = sorted(([name, s["precision"], s["recall"], s["f1"], s["support"]] for name, s in split["per_class"].items()),
+    rows = sorted(([name, s["precision"], s["recall"], s["f1"], s["support"]]
+                   for name, s in split["per_class"].items()),
                   key=lambda r: r[3])
     return html_table(["class (sorted by F1)", "precision", "recall", "F1", "support"], rows)
 
@@ -127,7 +129,8 @@ def _picture(path: Path, title: str) -> list[str]:
     if not path.is_file():
         return []
     return [f"<h3>{html.escape(title)}</h3>",
-            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">']
+            f'<img alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">']
 
 
 def audit_section(run_dir: Path) -> list[str]:

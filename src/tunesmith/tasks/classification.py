@@ -124,7 +124,8 @@ class Classifier:
                                              training["best_step"]),
         }
         if cfg.eval.calibrate:
-            results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"), ys.get("test"))
+            results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"),
+                                               ys.get("test"))
         if not cfg.eval.test:
             return results
         base = self.baselines(cfg, data, prepared)

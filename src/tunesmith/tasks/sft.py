@@ -65,7 +65,8 @@ class SupervisedFineTuning:
             frames[split] = conversations(read_table(path), Path(path), cfg.sft)
             report[split] = {"file": str(path), "conversations": len(frames[split])}
         if d.max_train_rows and len(frames["train"]) > d.max_train_rows:
-            frames["train"] = frames["train"].sample(d.max_train_rows, random_state=cfg.train.seed).reset_index(drop=True)
+            frames["train"] = frames["train"].sample(d.max_train_rows,
+                                                     random_state=cfg.train.seed).reset_index(drop=True)
         if "test" not in frames:
             frames["train"], frames["test"] = split_off(frames["train"], d.test_size, cfg.train.seed, "test",
                                                         str(d.train))
@@ -127,7 +128,8 @@ class SupervisedFineTuning:
     def profile(self, data: TaskData) -> dict:
         train = data.splits["train"]
         return {"conversations": len(train),
-                "assistant_turns": int(train["messages"].map(lambda ms: sum(m["role"] == "assistant" for m in ms)).sum()),
+                "assistant_turns": int(train["messages"].map(
+                    lambda ms: sum(m["role"] == "assistant" for m in ms)).sum()),
                 "median_words": float(train["text"].str.split().str.len().median())}
 
     # -- model -----------------------------------------------------------------------------
