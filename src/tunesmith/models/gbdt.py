@@ -24,14 +24,18 @@ INFO = "model_info.json"  # which model, objective and rounds: written beside th
 OnRound = Callable[[int, dict, Callable[[], np.ndarray]], None]
 
 
-class LightGBMModel:
-    file = "lightgbm.txt"
+class _Boosted:
+    """The settings both boosting libraries take (scikit-learn style: learned state ends in `_`)."""
 
     def __init__(self, objective: str, n_classes: int = 2, params: dict | None = None, num_boost_round: int = 1000,
                  early_stopping_rounds: int | None = 50, seed: int = 0, threads: int | None = None):
         self.objective, self.n_classes, self.params = objective, n_classes, dict(params or {})
         self.num_boost_round, self.early_stopping_rounds = num_boost_round, early_stopping_rounds
         self.seed, self.threads = seed, threads
+
+
+class LightGBMModel(_Boosted):
+    file = "lightgbm.txt"
 
     def _params(self) -> dict:
         base = {"binary": {"objective": "binary", "metric": "binary_logloss"},
@@ -101,14 +105,8 @@ class LightGBMModel:
         return model
 
 
-class XGBoostModel:
+class XGBoostModel(_Boosted):
     file = "xgboost.json"
-
-    def __init__(self, objective: str, n_classes: int = 2, params: dict | None = None, num_boost_round: int = 1000,
-                 early_stopping_rounds: int | None = 50, seed: int = 0, threads: int | None = None):
-        self.objective, self.n_classes, self.params = objective, n_classes, dict(params or {})
-        self.num_boost_round, self.early_stopping_rounds = num_boost_round, early_stopping_rounds
-        self.seed, self.threads = seed, threads
 
     def _params(self) -> dict:
         base = {"binary": {"objective": "binary:logistic", "eval_metric": "logloss"},
