@@ -70,7 +70,7 @@ class ChatModel:
     def complete(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                  stop: Sequence[str] = (), seed: int | None = None, on_text: Callable[[str], None] | None = None,
                  cancelled: Callable[[], bool] | None = None) -> Completion:
-        """Generate token by token from prompt ids: greedy at temperature 0 (the same answer as
+        """Generate token by token from prompt ids: greedy at temperature 0 (below 1e-4: the same answer as
         `reply`), sampled otherwise. Ends at the end-of-turn token, at the first of the `stop`
         strings (not included), or after max_new_tokens. `on_text` receives the answer in pieces as
         they become final: text that could still turn into a stop string, trailing whitespace and
@@ -94,8 +94,9 @@ class ChatModel:
                 if cancelled is not None and cancelled():
                     break
                 logits = self.model(input_ids=inputs, use_cache=True, **{cache_arg: cache}).logits[0, -1].float()
-                if temperature > 0:
-                    # shifted by the max first: a tiny temperature (1e-38) would overflow raw logits to inf - inf
+                # below 1e-4 sampling is greedy in effect, and a float32 division by a tinier (or subnormal)
+                # temperature overflows to inf - inf or divides by zero
+                if temperature >= 1e-4:
                     probs = torch.softmax((logits - logits.max()) / temperature, -1)
                     token = int(torch.multinomial(probs, 1, generator=generator))
                 else:

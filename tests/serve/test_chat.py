@@ -71,12 +71,14 @@ def test_sampling_is_repeatable_with_a_seed(served, chat_run):
 
 
 def test_a_tiny_temperature_samples_the_greedy_answer(served, chat_run):
-    """The fuzzer's find: temperature 1e-38 overflowed logits / temperature to inf and failed with 500."""
+    """The fuzzer's finds: temperature 1e-38 overflowed logits / temperature to inf, and a subnormal one
+    (2.2e-313) became 0 in float32: both failed with 500."""
     client, _ = served
-    tiny = ask(client, chat_run, temperature=1.175494351e-38, seed=1, max_tokens=12)
-    assert tiny.status_code == 200, tiny.text
     greedy = ask(client, chat_run, max_tokens=12).json()
-    assert tiny.json()["choices"][0]["message"] == greedy["choices"][0]["message"]
+    for temperature in (1.175494351e-38, 2.2250738585e-313, 1e-6):
+        tiny = ask(client, chat_run, temperature=temperature, seed=1, max_tokens=12)
+        assert tiny.status_code == 200, tiny.text
+        assert tiny.json()["choices"][0]["message"] == greedy["choices"][0]["message"]
 
 
 def test_streaming_sends_the_same_answer_as_server_sent_events(served, chat_run):
