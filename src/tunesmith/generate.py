@@ -70,7 +70,7 @@ class ChatModel:
     def complete(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                  stop: Sequence[str] = (), seed: int | None = None, on_text: Callable[[str], None] | None = None,
                  cancelled: Callable[[], bool] | None = None) -> Completion:
-        """Generate token by token from prompt ids: greedy at temperature 0 (below 1e-4: the same answer as
+        """Generate token by token from prompt ids: greedy below temperature 1e-4 (0 included; the same answer as
         `reply`), sampled otherwise. Ends at the end-of-turn token, at the first of the `stop`
         strings (not included), or after max_new_tokens. `on_text` receives the answer in pieces as
         they become final: text that could still turn into a stop string, trailing whitespace and
