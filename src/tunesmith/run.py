@@ -207,7 +207,6 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     else:
         cfg = load_config(config, list(overrides))
 
-
     from tunesmith.tasks import configure, get_task
 
     cfg = configure(cfg)  # the task's own defaults and rules, before any data loads
@@ -297,6 +296,15 @@ def _choose_method(cfg, task, data, run_dir: Path, resuming: bool) -> tuple[RunC
     return cfg, choice
 
 
+def _describe(run_dir: Path, cfg, task, data, splits: dict, accelerator, resolved: dict) -> None:
+    """splits.json, environment.json and data_report.json (with what the task derived from the data)."""
+    atomic_write_json(run_dir / "splits.json", splits)
+    atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
+    atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
+                                                     "split_rows": {k: len(v) for k, v in data.splits.items()},
+                                                     "train_profile": task.profile(data), **resolved})
+
+
 def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callbacks, memo: Memo) -> Run:
     from accelerate.utils import set_seed
 
@@ -335,12 +343,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         atomic_write_json(run_dir / "audit.json", audit_report)
     if main and not resuming:
         save_config(resolved, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "splits.json", splits)
-        atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
-        atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels,
-                                                         "split_rows": {k: len(v) for k, v in data.splits.items()},
-                                                         "train_profile": task.profile(data), **prepared.resolved,
-                                                         **({"method_choice": method_choice} if method_choice else {})})
+        _describe(run_dir, cfg, task, data, splits, accelerator, {
+            **prepared.resolved, **({"method_choice": method_choice} if method_choice else {})})
     accelerator.wait_for_everyone()
 
     warmup = _warmup(cfg, task, data, prepared, run_dir, accelerator, resuming)
@@ -366,11 +370,7 @@ def _fit(cfg, task, data, splits: dict, run_dir: Path, accelerator, callbacks) -
     """A task that trains itself: `task.fit(cfg, data, run_dir, callbacks) -> training dict`, then its finish."""
     from tunesmith.evaluate.metrics import headline
 
-    atomic_write_json(run_dir / "splits.json", splits)
-    atomic_write_json(run_dir / "environment.json", {**environment(accelerator), "seed": cfg.train.seed})
-    atomic_write_json(run_dir / "data_report.json", {**data.data_report, "labels": data.labels, "train_profile":
-                                                     task.profile(data),
-                                                     "split_rows": {k: len(v) for k, v in data.splits.items()}})
+    _describe(run_dir, cfg, task, data, splits, accelerator, {})
     training = task.fit(cfg, data, run_dir, callbacks)
     results = task.finish(cfg, data, None, accelerator, training, run_dir)
     _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
