@@ -9,6 +9,7 @@ import sys
 import threading
 
 import httpx
+import pytest
 
 from tests.serve.conftest import wait_until
 
@@ -62,4 +63,49 @@ def test_uvicorn_process_serves_then_drains_on_sigterm_and_exits_0(text_run, tmp
     assert proc.returncode == 0, err
     assert "Shutting down" in err and "Finished server process" in err
     assert KEY not in out + err
+    assert not answers(f"{base}/health/live")
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Processes whose parent is `parent` and that run a multiprocessing spawn (uvicorn's workers)."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rpartition(")")[2].split()[1]) == parent \
+                    and b"spawn_main" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except (OSError, ValueError):  # the process ended meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.slow  # three processes import torch and load the model: ~25 s idle, minutes on a busy machine
+def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_sigterm(text_run, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    port = free_port()
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(text_run), "--port", str(port),
+                             "--api-key-file", str(keys), "--workers", "2", "--max-batch", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(worker_pids(proc.pid)) == 2 or proc.poll() is not None, "two workers", timeout=240)
+        workers = worker_pids(proc.pid)
+        assert proc.poll() is None and len(workers) == 2
+        wait_until(lambda: answers(f"{base}/health/ready") or proc.poll() is not None, "a ready worker", timeout=240)
+        for _ in range(6):  # a fresh connection each time: whichever worker accepts it has the options
+            with httpx.Client(base_url=base, timeout=60) as c:
+                assert c.post("/predict", json={"inputs": "good"}).status_code == 401  # the key file
+                assert c.post("/predict", json={"inputs": ["a", "b", "c", "d"]}, headers=auth).status_code == 422
+                ok = c.post("/predict", json={"inputs": ["great superb food", "awful broken"]}, headers=auth)
+                assert ok.status_code == 200 and [r[0]["label"] for r in ok.json()] == ["pos", "neg"]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert worker_pids(proc.pid) == [] and KEY not in out + err
     assert not answers(f"{base}/health/live")

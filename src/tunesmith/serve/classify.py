@@ -40,7 +40,9 @@ def decode_image(data: str, max_side: int) -> np.ndarray:
 
 
 def classification_batcher(server: Server) -> Batcher:
+    from tunesmith.evaluate.metrics import softmax
     from tunesmith.predict import calibrated
+    from tunesmith.serve.grouping import grouped_logits
 
     predictor, s = server.model, server.settings
     image = predictor.input_name == "image"
@@ -50,7 +52,13 @@ def classification_batcher(server: Server) -> Batcher:
         calibrated(predictor, warm)
         server.metrics.ready.set(1)
 
-    return Batcher(lambda inputs: list(calibrated(predictor, inputs)), s.max_batch, s.max_wait_ms / 1000,
+    def run_batch(inputs: list) -> list:
+        if image:  # images are resized to one shape: nothing to gain from grouping
+            return list(calibrated(predictor, inputs))
+        # texts: one forward pass per group of similar length, so short texts are not padded to a long one
+        return list(softmax(grouped_logits(predictor, inputs) / predictor.temperature))
+
+    return Batcher(run_batch, s.max_batch, s.max_wait_ms / 1000,
                    s.max_queue, prepare=(lambda data: decode_image(data, predictor.max_side)) if image else None,
                    warmup=warmup, observe=server.metrics.observe_batch, on_depth=server.metrics.queue_depth.set,
                    wait_budget_s=0.8 * s.timeout_s)

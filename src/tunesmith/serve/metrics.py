@@ -25,7 +25,9 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("tunesmith_queue_depth", "Inputs waiting for a forward pass.",
                                  registry=self.registry)
-        self.batch_size = Histogram("tunesmith_batch_size", "Inputs per forward pass.", buckets=BATCH_BUCKETS,
+        self.batch_size = Histogram("tunesmith_batch_size",
+                                    "Inputs per batch (one forward pass per group of similar length).",
+                                    buckets=BATCH_BUCKETS,
                                     registry=self.registry)
         self.batch_seconds = Histogram("tunesmith_batch_duration_seconds", "Time of one forward pass.",
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
