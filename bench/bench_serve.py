@@ -8,7 +8,8 @@ RUN_DIR: a finished text-classification run, e.g. a cheap MiniLM Banking77 one:
 
 Both servers run at once, each its own process on 127.0.0.1 with torch's default threads and
 OMP_WAIT_POLICY=PASSIVE, and are driven in turn (the order alternates per level) open-loop at each
-offered rate for a fixed time: 75% of requests carry one Banking77 test text, 25% a list of 8.
+offered rate for a fixed time: 75% of requests carry one Banking77 test text, 25% a list of 8
+(--batch-share).
 Latency counts from each request's scheduled send time (no coordinated omission). A probe GETs
 /health/live every 50 ms throughout. Between levels the script waits until both servers are idle
 (a naive server keeps computing requests whose clients gave up). Once a server has been saturated
@@ -38,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-BATCH_SHARE, BATCH_SIZE = 0.25, 8
+BATCH_SIZE = 8
 CLIENT_TIMEOUT = 15.0
 SATURATED_P99_S = 2.0
 
@@ -111,13 +112,22 @@ async def exchange(conn, data: bytes) -> int:
 
 
 class Pool:
-    """Keep-alive connections to one server: an idle one is reused, else a new one is opened."""
+    """Keep-alive connections to one server: an idle one is reused, else a new one is opened. A connection
+    idle for KEEP_ALIVE_S is dropped first: uvicorn closes it after 5 s, and a request written as it does
+    would fail for the client's sake, not the server's."""
+    KEEP_ALIVE_S = 4.0
 
     def __init__(self, port: int) -> None:
-        self.port, self.idle = port, []
+        self.port, self.idle = port, []  # (reader, writer, last used), most recently used last
 
     async def send(self, data: bytes, timeout: float) -> int | str:
-        conn = self.idle.pop() if self.idle else None
+        conn = None
+        while self.idle and conn is None:
+            reader, writer, used = self.idle.pop()
+            if time.monotonic() - used < self.KEEP_ALIVE_S and not reader.at_eof():
+                conn = (reader, writer)
+            else:
+                writer.close()
         try:
             if conn is None:
                 conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), timeout)
@@ -127,13 +137,13 @@ class Pool:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
             status = type(err).__name__
         if isinstance(status, int):
-            self.idle.append(conn)
+            self.idle.append((*conn, time.monotonic()))
         elif conn is not None:
             conn[1].close()
         return status
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
 
 
@@ -196,10 +206,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def level(port: int, rate: float, seconds: float, texts: list[str], seed: int) -> dict:
+async def level(port: int, rate: float, seconds: float, texts: list[str], seed: int, batch_share: float) -> dict:
     rng = random.Random(seed)
     n = int(rate * seconds)
-    payloads = [rng.choice(texts) if rng.random() > BATCH_SHARE else rng.sample(texts, BATCH_SIZE) for _ in range(n)]
+    payloads = [rng.choice(texts) if rng.random() >= batch_share else rng.sample(texts, BATCH_SIZE) for _ in range(n)]
     encoded = [request_bytes("POST", "/predict", json.dumps({"inputs": p}).encode()) for p in payloads]
     probe_bytes = request_bytes("GET", "/health/live")
     records: list[tuple[int | str, float, int]] = []
@@ -293,7 +303,7 @@ def record(results: dict, a, lines: list[str]) -> str:
     table = [f"## {dt.date.today().isoformat()} — serving: {' vs '.join(names)} "
              f"({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()})", "",
              f"Run: `{Path(a.run).name}` ({a.run_note}). Load generator: this script, one asyncio process on "
-             f"127.0.0.1 (pre-encoded HTTP/1.1 on keep-alive connections); {int(BATCH_SHARE * 100)}% of requests "
+             f"127.0.0.1 (pre-encoded HTTP/1.1 on keep-alive connections); {a.batch_share:.0%} of requests "
              f"carry {BATCH_SIZE} texts, the rest one; {a.seconds:g} s per level, open loop; latency from each "
              f"request's scheduled send time. tunesmith: --max-batch 32 --max-wait-ms 5 --max-queue 256 "
              f"--timeout-s 10. Naive: a sync FastAPI route, one forward pass per request (thread pool), no queue "
@@ -321,6 +331,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rates", default="10,20,30,40,50,65,80,100,125,150,200")
     parser.add_argument("--p99-budgets", default="250,1000")
+    parser.add_argument("--batch-share", type=float, default=0.25, help="share of requests that carry 8 texts")
     parser.add_argument("--servers", default="tunesmith,naive",
                         help="comma-separated: tunesmith, naive, tunesmith:SRC (another source tree)")
     parser.add_argument("--append", action="store_true")
@@ -348,7 +359,7 @@ def main() -> None:
     try:
         for name in names:
             wait_ready(ports[name], "/health/ready" if name.startswith("tunesmith") else "/health/live", procs[name])
-            asyncio.run(level(ports[name], 5, 2, texts, seed=99))  # warm the caches
+            asyncio.run(level(ports[name], 5, 2, texts, 99, a.batch_share))  # warm the caches
         for i, rate in enumerate(rates):
             for name in (names if i % 2 == 0 else names[::-1]):
                 if sum(saturated(r) for r in results[name]) >= 2:
@@ -356,7 +367,7 @@ def main() -> None:
                 pid = procs[name].pid
                 wait_idle([p.pid for p in procs.values()])
                 cpu = thread_cpu(pid)
-                row = asyncio.run(level(ports[name], rate, a.seconds, texts, seed=i))
+                row = asyncio.run(level(ports[name], rate, a.seconds, texts, i, a.batch_share))
                 wait_idle([pid])  # work the server still does for this level counts too
                 row["cpu_split"] = cpu_split(cpu, thread_cpu(pid), pid)
                 row["cpu_s"] = round(sum(row["cpu_split"].values()), 1)
