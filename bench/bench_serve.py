@@ -300,8 +300,13 @@ def summary(results: dict, budgets: list[float]) -> list[str]:
 def record(results: dict, a, lines: list[str]) -> str:
     load = os.getloadavg()
     names = list(results)
+    # wall-clock figures from a machine shared with other jobs say more about the neighbours: said in the title.
+    # Only the load before the servers start tells: the benchmark's own processes raise it (the naive server's
+    # runnable pool threads by ~10)
+    contended = float(a.load_at_start) > 1.0
     table = [f"## {dt.date.today().isoformat()} — serving: {' vs '.join(names)} "
-             f"({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()})", "",
+             f"({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()})"
+             + (f" — contended (load {a.load_at_start} to {load[0]:.1f})" if contended else ""), "",
              f"Run: `{Path(a.run).name}` ({a.run_note}). Load generator: this script, one asyncio process on "
              f"127.0.0.1 (pre-encoded HTTP/1.1 on keep-alive connections); {a.batch_share:.0%} of requests "
              f"carry {BATCH_SIZE} texts, the rest one; {a.seconds:g} s per level, open loop; latency from each "
