@@ -1,12 +1,12 @@
 """Split a batch of texts into runs of similar length before the forward pass.
 
 A batch is padded to its longest text, so one long text makes every short one pay for its length:
-on Banking77 (15 tokens on average, 76 at most) a batch of 32 in arrival order spends about half
-of its matrix work on padding, which cancelled what batching saves. Each forward pass also has a
-fixed cost (the weights stream from memory once per pass, whatever its size), so splitting too
-finely loses too. `length_groups` picks the split that minimises `overhead + size x longest` summed
-over groups, exactly, by dynamic programming over the sorted lengths (n <= max_batch, so O(n^2) is
-nothing next to a forward pass).
+on Banking77 (15 tokens on average, 76 at most) a batch of 32 in arrival order holds 2.9 times its
+real tokens, which cancelled what batching saves (bench/RESULTS.md, serving CPU accounting).
+Each forward pass also has a fixed cost (the weights stream from memory once per pass, whatever
+its size), so splitting too finely loses too. `length_groups` picks the split that minimises
+`overhead + size x longest` summed over groups, exactly, by dynamic programming over the sorted
+lengths (n <= max_batch, so O(n^2) is nothing next to a forward pass).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Fixed cost of one forward pass in tokens' worth of work: MiniLM-L6 on one CPU core costs ~13 ms for
-# a one-text pass and ~0.3 ms per token in a full one, and 16-64 measured alike (bench/RESULTS.md).
+# Fixed cost of one forward pass in tokens' worth of work: MiniLM-L6 on one CPU core costs ~14 ms for
+# a one-text pass and ~0.3 ms per token in a full one; 16, 32 and 64 gave the same CPU per text within
+# noise on Banking77 batches of 8 and 32.
 PASS_OVERHEAD_TOKENS = 32
 
 
