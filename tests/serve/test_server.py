@@ -1,5 +1,5 @@
 """`tunesmith serve` as a real uvicorn process on 127.0.0.1: start, ready, predict, SIGTERM while a
-request is queued, the request still answered, exit code 0."""
+request is queued, the request still answered, exit code 0; and with --workers 2, each worker with the options."""
 from __future__ import annotations
 
 import signal
@@ -81,7 +81,7 @@ def worker_pids(parent: int) -> list[int]:
     return pids
 
 
-@pytest.mark.slow  # three processes import torch and load the model: ~25 s idle, minutes on a busy machine
+@pytest.mark.slow  # three processes import torch and load the model: 127 s at load average 13 here
 def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_sigterm(text_run, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")
