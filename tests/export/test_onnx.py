@@ -92,6 +92,50 @@ def test_int8_search_refuses_a_nearly_tied_head_and_keeps_fp32(text_run, tmp_pat
     assert not (run / "export" / "model.int8.onnx").exists()
 
 
+TRAP = 1000.0
+
+
+def _trap_the_pooler(run_dir, dst):
+    """A copy of the run whose pooler (a middle layer: neither the first nor the last weight layer) reads one
+    input unit with weight 1000 in every output; that unit, the last LayerNorm's 6th, is zeroed (its scale and
+    shift set to 0), so fp32 logits ignore it. An int8 step of 1000/127 rounds every other pooler weight to 0 and
+    the pooled features to a constant: only keeping the pooler in fp32 saves int8."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns("export", "checkpoints"))
+    path = dst / "model" / "model.safetensors"
+    state = load_file(str(path))
+    for part in ("weight", "bias"):
+        state[f"bert.encoder.layer.1.output.LayerNorm.{part}"][5] = 0.0
+    state["bert.pooler.dense.weight"][:, 5] = TRAP
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    return dst
+
+
+def test_int8_sensitivity_search_keeps_the_damaging_layers_in_fp32(text_run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    run = _trap_the_pooler(text_run, tmp_path / "trap")
+    result = export_run(run, "onnx", int8=True, output=tmp_path / "out")
+    rec = result.record
+    assert rec["fp32"]["agreement"] == 1.0 and result.refusal is None
+    plain, sensitive = rec["int8"]["candidates"][:4], rec["int8"]["candidates"][4:]
+    assert [c["passes"] for c in plain] == [False] * 4  # every plain setting is damaged by the trap
+    assert rec["int8"]["chosen"] == sensitive[0]["setting"] and sensitive[0]["passes"]
+    assert sensitive[0]["setting"].endswith("1 most sensitive layers fp32")
+    note = rec["int8"]["sensitivity"]
+    assert note["tried_k"] == [{"k": 1, "passes_validation": True}]
+    # the layer kept in fp32 is the trapped one: its weights are still float and still hold the 1000s
+    graph = onnx.load(str(tmp_path / "out" / "model.int8.onnx")).graph
+    float_traps = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT
+                   and np.abs(numpy_helper.to_array(i)).max() == TRAP]
+    assert len(float_traps) == 1
+    # (ORT's dynamic quantizer rewrites a Gemm as NAME_MatMul + Add)
+    assert [n.name.removesuffix("_MatMul") for n in graph.node if set(n.input) & set(float_traps)] == [
+        note["ranking"][0]["layer"]]
+
+
 def test_fp32_gate_refuses_a_graph_that_differs(text_run, tmp_path, monkeypatch):
     from tunesmith.export import gate
 

@@ -47,12 +47,38 @@ def _vocab(model_dir: Path, vocab_size: int) -> tuple[list[str], list[int], list
             types.append(gguf.TokenType.NORMAL if i not in added else
                          gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
-    return tokens, types, merges, _pre_name(spec.get("pre_tokenizer") or {})
+    return tokens, types, merges, _pre_name(spec.get("pre_tokenizer") or {}, model_dir)
 
 
-def _pre_name(pre: dict) -> str:
-    """llama.cpp's name for how text is split before BPE: a Split regex transformers knows by name (its GGUF
-    reader's table, inverted), SmolLM's one-digit-at-a-time split ("smollm"), else GPT-2's ("gpt2")."""
+# llama.cpp names a BPE pre-tokenizer by the sha256 of how the tokenizer encodes one fixed text (its
+# convert_hf_to_gguf.py, get_vocab_base_pre): the text and the hashes below are copied from there.
+_CHECK_TEXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636\u200d\U0001f32b\ufe0f "
+    "(multiple emojis concatenated) \u2705 \U0001f999\U0001f999 3 33 333 3333 33333 333333 3333333 33333333 3.3 "
+    "3..3 3...3 \u1780\u17b6\u1793\u17cb\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f\u17a2\u17b6\u1785\U0001f601 "
+    "?\u6211\u60f3\u5728apple\u5de5\u4f5c1314151\u5929\uff5e ------======= \u043d\u0435\u0449\u043e \u043d\u0430 "
+    "\u0411\u044a\u043b\u0433\u0430\u0440\u0441\u043a\u0438 ''''''```````\"\"\"\"......!!!!!!?????? I've been "
+    "'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL")
+_KNOWN_HASHES = {
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM and SmolLM2
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",
+}
+
+
+def _pre_name(pre: dict, model_dir: Path | None = None) -> str:
+    """llama.cpp's name for how text is split before BPE: by llama.cpp's own hash of the tokenizer when it is one
+    of the known ones; else a Split regex transformers knows by name (its GGUF reader's table, inverted), SmolLM's
+    one-digit-at-a-time split ("smollm"), else GPT-2's ("gpt2")."""
+    if model_dir is not None:
+        from hashlib import sha256
+
+        from transformers import AutoTokenizer
+
+        ids = AutoTokenizer.from_pretrained(model_dir).encode(_CHECK_TEXT)
+        name = _KNOWN_HASHES.get(sha256(str(ids).encode()).hexdigest())
+        if name is not None:
+            return name
     steps = pre.get("pretokenizers", [pre])
     if any(s.get("type") == "Digits" and s.get("individual_digits") for s in steps):
         return "smollm"
@@ -64,11 +90,34 @@ def _pre_name(pre: dict) -> str:
     return next((name for name, regex in GGUF_PRE_TOKENIZER_SPLITS.items() if regex in patterns), "gpt2")
 
 
+def add_tokenizer(writer, model_dir: Path, vocab_size: int) -> str:
+    """The tokenizer keys llama.cpp's convert_hf_to_gguf.py writes for a byte-level BPE model (its _set_vocab_gpt2):
+    model "gpt2" (llama.cpp's name for every byte-level BPE vocabulary, not the GPT-2 model), the pre-tokenizer
+    (SmolLM2: "smollm", as llama.cpp's hash of its tokenizer says), tokens, types, merges, special ids and the chat
+    template. Returns the pre-tokenizer name."""
+    from transformers import AutoTokenizer
+
+    tokens, types, merges, pre = _vocab(model_dir, vocab_size)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for add, value in ((writer.add_bos_token_id, tok.bos_token_id), (writer.add_eos_token_id, tok.eos_token_id),
+                       (writer.add_unk_token_id, tok.unk_token_id), (writer.add_pad_token_id, tok.pad_token_id)):
+        if value is not None:
+            add(int(value))
+    writer.add_add_bos_token(False)
+    if tok.chat_template:
+        writer.add_chat_template(tok.chat_template)
+    return pre
+
+
 def write_gguf(model_dir: Path, path: Path, qtype: str) -> dict:
     """Write the transformers Llama-family model in `model_dir` to `path` with weights in `qtype` (f16, q8_0)."""
     import gguf
     from safetensors.numpy import load_file
-    from transformers import AutoTokenizer
 
     cfg = json.loads((model_dir / "config.json").read_text())
     if cfg.get("model_type") != "llama":
@@ -95,20 +144,7 @@ def write_gguf(model_dir: Path, path: Path, qtype: str) -> dict:
     writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     writer.add_vocab_size(cfg["vocab_size"])
     writer.add_file_type(file_type)
-    tokens, types, merges, pre = _vocab(model_dir, cfg["vocab_size"])
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    for add, value in ((writer.add_bos_token_id, tok.bos_token_id), (writer.add_eos_token_id, tok.eos_token_id),
-                       (writer.add_unk_token_id, tok.unk_token_id), (writer.add_pad_token_id, tok.pad_token_id)):
-        if value is not None:
-            add(int(value))
-    writer.add_add_bos_token(False)
-    if tok.chat_template:
-        writer.add_chat_template(tok.chat_template)
+    pre = add_tokenizer(writer, model_dir, cfg["vocab_size"])
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
     tied = cfg.get("tie_word_embeddings", False)

@@ -76,36 +76,94 @@ def _calibration(run, onnx_predictor, rows: int = 64, batch: int = 8):
     return feeds
 
 
+SENSITIVITY_ROWS = 128  # validation rows on which each layer's damage is measured (the ranking only)
+
+
+def _scored(run, work: Path, cand, source: Path, out: Path, calibration, reference: dict, ys: dict, rows: dict) -> dict:
+    """Quantize with `cand` and put it through the gate on validation and test rows; a record for export.json."""
+    from tunesmith.export.graph import file_mb
+    from tunesmith.export.quantize import quantize
+
+    record = {"setting": cand.name}
+    try:
+        quantize(cand, source, out, calibration)
+        pred = _onnx_predictor(run, work, out.name)
+        result = gate.compare(reference, _scores(pred, rows), ys, run.config.train.seed)
+        ok, why = gate.passes(result, gate.INT8_AGREEMENT, gate.INT8_MAX_LOSS)
+        record.update({"passes": ok, "why": why, **result, "size_mb": file_mb(out),
+                       "latency_ms_batch1": gate.latency_ms(pred.logits, rows["test"][0])})
+    except Exception as err:  # a setting ORT cannot apply to this graph is a failed candidate, not a crash
+        record.update({"passes": False, "why": f"quantization failed: {type(err).__name__}: "
+                                               f"{str(err).splitlines()[0][:200] if str(err) else ''}"})
+    record["file"] = out
+    return record
+
+
+def _passes_on_validation(logits: np.ndarray, reference: np.ndarray, y: np.ndarray) -> bool:
+    """The int8 bound on validation rows alone (agreement, and accuracy loss as a point estimate): it chooses
+    how many layers the sensitivity-guided setting keeps in fp32, so test rows play no part in that choice."""
+    agree = float((logits.argmax(1) == reference.argmax(1)).mean())
+    loss = float((reference.argmax(1) == y).mean() - (logits.argmax(1) == y).mean())
+    return agree >= gate.INT8_AGREEMENT and loss <= gate.INT8_MAX_LOSS
+
+
+def _sensitivity_search(run, work: Path, base, source: Path, calibration, reference: dict, ys: dict,
+                        rows: dict) -> tuple[dict | None, dict]:
+    """Rank the weight layers by damage under `base`, then keep the fewest most-damaging ones in fp32 that let the
+    validation rows clear the bound. Returns the gate's record of that setting (None if no k did) and a note."""
+    from tunesmith.export.quantize import fp32_counts, keeping, quantize, rank_layers
+
+    val_inputs, val_y = rows["validation"][0], ys["validation"]
+    step = max(1, len(val_inputs) // SENSITIVITY_ROWS)
+    probe_inputs, probe_ref = val_inputs[::step][:SENSITIVITY_ROWS], reference["validation"][::step][:SENSITIVITY_ROWS]
+
+    def damage(path: Path) -> float:  # mean squared logit change on the probe rows: finer than counting flips
+        return float(((_onnx_predictor(run, work, path.name).logits(probe_inputs) - probe_ref) ** 2).mean())
+
+    ranked = rank_layers(base, source, work, calibration, damage)
+    note = {"base": base.name, "rows": f"{len(probe_inputs)} validation rows rank the layers; all "
+            f"{len(val_inputs)} validation rows choose how many stay fp32", "tried_k": [],
+            "ranking": [{"layer": n, "mean_sq_logit_change": float(f"{d:.4g}")} for n, d in ranked]}
+    for k in fp32_counts(len(ranked)):
+        cand = keeping(base, [n for n, _ in ranked[:k]])
+        out = work / f"sensitive{k}.onnx"
+        quantize(cand, source, out, calibration)
+        logits = _onnx_predictor(run, work, out.name).logits(val_inputs)
+        ok = _passes_on_validation(logits, reference["validation"], val_y)
+        note["tried_k"].append({"k": k, "passes_validation": ok})
+        out.unlink()
+        if ok:
+            return _scored(run, work, cand, source, out, calibration, reference, ys, rows), note
+    return None, note
+
+
 def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_predictor) -> dict:
     """Try each quantization setting; keep the fastest within the bound as INT8_FILE. Returns the record."""
-    from tunesmith.export.graph import file_mb
-    from tunesmith.export.quantize import candidates, prepared, quantize
+    from tunesmith.export.quantize import candidates, prepared
 
     require("onnxruntime")
-    seed, test_inputs = run.config.train.seed, rows["test"][0]
-    tried = []
+    tried, sensitivity = [], None
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         work = Path(tmp)
+        for name in (MANIFEST, "tokenizer.json"):  # what a predictor on a candidate in `work` reads
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, work / name)
         source = prepared(folder / FP32_FILE, work)
         calibration = _calibration(run, fp32_predictor)
-        for i, cand in enumerate(candidates()):
-            out = work / f"candidate{i}.onnx"
-            record = {"setting": cand.name}
-            try:
-                quantize(cand, source, out, calibration)
-                shutil.copy2(folder / MANIFEST, work / MANIFEST)
-                if (folder / "tokenizer.json").is_file():
-                    shutil.copy2(folder / "tokenizer.json", work / "tokenizer.json")
-                pred = _onnx_predictor(run, work, out.name)
-                result = gate.compare(reference, _scores(pred, rows), ys, seed)
-                ok, why = gate.passes(result, gate.INT8_AGREEMENT, gate.INT8_MAX_LOSS)
-                record.update({"passes": ok, "why": why, **result, "size_mb": file_mb(out),
-                               "latency_ms_batch1": gate.latency_ms(pred.logits, test_inputs)})
-            except Exception as err:  # a setting ORT cannot apply to this graph is a failed candidate, not a crash
-                record.update({"passes": False, "why": f"quantization failed: {type(err).__name__}: "
-                                                       f"{str(err).splitlines()[0][:200] if str(err) else ''}"})
-            record["file"] = out
-            tried.append(record)
+        plain = candidates()
+        for i, cand in enumerate(plain):
+            tried.append(_scored(run, work, cand, source, work / f"candidate{i}.onnx", calibration, reference, ys,
+                                 rows))
+        scored = [(r, c) for r, c in zip(tried, plain) if "agreement" in r]
+        if any(r["passes"] for r in tried):
+            sensitivity = {"skipped": "a plain setting already passes; keeping layers in fp32 only slows it"}
+        elif scored:  # start from the setting that agreed best on validation rows (test rows play no part)
+            base = max(scored, key=lambda rc: rc[0]["splits"]["validation"]["agreement"])[1]
+            record, sensitivity = _sensitivity_search(run, work, base, source, calibration, reference, ys, rows)
+            tried.append(record if record is not None else {
+                "setting": f"{base.name}, up to {sensitivity['tried_k'][-1]['k']} most sensitive layers fp32",
+                "passes": False, "file": None, "why": "no number of layers kept in fp32 cleared the bound on the "
+                                                      "validation rows"})
         passing = [r for r in tried if r["passes"]]
         chosen = min(passing, key=lambda r: r["latency_ms_batch1"]) if passing else None
         if chosen is not None:
@@ -113,7 +171,7 @@ def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_
     for r in tried:
         r.pop("file")
     return {"bound": {"min_agreement": gate.INT8_AGREEMENT, "max_test_accuracy_loss": gate.INT8_MAX_LOSS},
-            "candidates": tried, "chosen": chosen["setting"] if chosen else None}
+            "candidates": tried, "chosen": chosen["setting"] if chosen else None, "sensitivity": sensitivity}
 
 
 def export_onnx(run, folder: Path, int8: bool) -> tuple[dict, str | None]:
