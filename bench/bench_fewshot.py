@@ -76,7 +76,8 @@ def run_tunesmith(train: Path, test: Path, data: dict, dataset: str, out: Path, 
     res = run.results
     preds = __import__("pandas").read_csv(run.path / "test_predictions.csv")
     return {"run": str(run.path), "method": res["method"], "method_choice": res.get("method_choice", {}).get("reason"),
-            "warmup": res["training"].get("warmup"), "train_rows": res.get("data_rows", None),
+            "warmup": res["training"].get("warmup"),
+            "split_rows": json.loads((run.path / "data_report.json").read_text())["split_rows"],
             "test": _acc(res["test"]), "baselines": {k: _acc(v["test"]) for k, v in res["baselines"].items()},
             "vs_best_baseline": {"baseline": res["comparison"]["best_baseline"],
                                  **{k: res["comparison"]["accuracy"][k] for k in ("difference", "low", "high",
