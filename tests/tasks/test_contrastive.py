@@ -42,6 +42,16 @@ def test_pair_rows_collate_to_a_flat_batch_of_both_members_with_their_labels():
     assert batch["labels"].tolist() == [0, 0, 1, 1]
 
 
+def test_each_anchor_is_scored_with_its_partner_and_with_the_previous_rows_partner_by_class():
+    from tunesmith.tasks.contrastive import batch_pairs
+
+    # three pair rows: texts (a1, p1, a2, p2, a3, p3) of classes 0 0 | 1 1 | 0 0
+    first, second, target = batch_pairs(torch.tensor([0, 0, 1, 1, 0, 0]))
+    assert first.tolist() == [0, 2, 4, 0, 2, 4]
+    assert second.tolist() == [1, 3, 5, 5, 1, 3]
+    assert target.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]  # a1 with p3 share class 0: not a negative
+
+
 def test_the_contrastive_embedding_is_what_the_bert_head_reads(tiny_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

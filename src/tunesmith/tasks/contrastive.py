@@ -9,12 +9,15 @@ transformers folder). Where a body has no pooler to swap (RoBERTa's head reads t
 the stage trains whatever the classification head reads.
 
 Batches: each training example of the stage is a positive pair (two texts of one class); a batch
-of P pairs gives 2P texts, whose other-class members are the negatives. The loss is
-sentence-transformers' BatchHardSoftMarginTripletLoss (hardest positive and hardest negative of
-each anchor, no margin to tune; it reads the labels, so same-class texts in a batch are never
-negatives, as they would be for in-batch-negative losses on data with few classes). Its own
-GroupByLabelBatchSampler needs a `datasets.Dataset` and its own batch order, which our loop
-(seeded, resumable, length-aware) owns; so pairs are drawn here, as rows the loop batches.
+of P pairs gives 2P texts, and each anchor is also paired with another row's partner, which gives
+the negatives (`batch_pairs`). The loss is SetFit's default, sentence-transformers'
+CosineSimilarityLoss, with the target read from the labels (a same-class "negative" counts as the
+positive it is, which matters on data with few classes). SetFit's own sampler (setfit.sampler.
+ContrastiveDataset) and trainer own the pair order and need a `datasets.Dataset`, while our loop
+(seeded, resumable, length-aware) owns batches here; so pairs are drawn here, as rows the loop
+batches. The triplet loss used before (BatchHardSoftMarginTripletLoss) barely moves L2-normalised
+embeddings, whose distances lie in [0, 2] (Banking77 10-shot: loss 0.69 -> 0.62 in 86 steps,
+validation nearest-centroid accuracy 0.67, below the pre-trained encoder's).
 
 The head, as SetFit's default: logistic regression on the normalised embeddings, copied into the
 model's linear classifier. Before the stage the same head is fitted on the pre-trained encoder (a
@@ -88,18 +91,33 @@ def head_input(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
     return emb[:, 0] if emb.dim() == 3 else emb
 
 
+def batch_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scored pairs of a batch of P pair rows (texts ordered anchor 1, partner 1, anchor 2, ...): each
+    anchor with its own partner (same class) and with the previous row's partner (usually another class),
+    one negative per positive as SetFit balances them. Returns (first, second, target): text indices of
+    each pair and 1.0 where the two share a class, else 0.0 (labels decide, so a same-class "negative"
+    is scored as the positive it is)."""
+    anchors = torch.arange(0, len(labels), 2, device=labels.device)
+    partners = anchors + 1
+    previous = torch.roll(partners, 1)
+    first, second = torch.cat([anchors, anchors]), torch.cat([partners, previous])
+    return first, second, (labels[first] == labels[second]).float()
+
+
 class ContrastiveLoss:
-    """loss(model, batch): sentence-transformers' batch-hard soft-margin triplet loss on head_input."""
+    """loss(model, batch): sentence-transformers' CosineSimilarityLoss (SetFit's default: squared error
+    between the cosine of a pair and 1 for same class, 0 otherwise) on head_input, over batch_pairs."""
 
     def __init__(self) -> None:
-        from sentence_transformers.sentence_transformer.losses import BatchHardSoftMarginTripletLoss
+        from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
         # the model argument is only used by the library's own forward, which we do not call
-        self.st_loss = BatchHardSoftMarginTripletLoss(model=None)
+        self.st_loss = CosineSimilarityLoss(model=None)
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = head_input(model, batch).float()
-        return self.st_loss.batch_hard_triplet_soft_margin_loss(batch["labels"], emb)
+        first, second, target = batch_pairs(batch["labels"])
+        return self.st_loss.compute_loss_from_embeddings([emb[first], emb[second]], target)
 
 
 @torch.no_grad()
