@@ -30,7 +30,7 @@ def test_pairs_join_two_different_examples_of_one_class_each_anchor_as_often_as_
     assert all(len({j for a, j in pairs if a == i}) == 2 for i in (0, 1, 2, 6))
     assert pairs == build_pairs(labels, 2, seed=3)  # seeded
     assert pairs != build_pairs(labels, 2, seed=4)
-    assert default_pairs_per_example(684) == 2 and default_pairs_per_example(44) == 23  # >= 1,000 pairs
+    assert default_pairs_per_example(684) == 4 and default_pairs_per_example(2053) == 2  # >= 2,500 pair rows
 
 
 def test_pair_rows_collate_to_a_flat_batch_of_both_members_with_their_labels():
