@@ -49,3 +49,22 @@ def test_a_saved_mean_pooled_model_loads_back_with_its_pooling(tiny_model, tmp_p
     untouched = restore_pooling(_load(tiny_model))  # a model never switched keeps its pooler
     with torch.no_grad():
         assert torch.allclose(untouched(**batch).logits, cls_logits, atol=1e-6)
+
+
+def test_the_onnx_export_of_a_mean_pooled_model_computes_the_mean_pooled_logits(tiny_model, tmp_path):
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tunesmith.export.graph import export_text, text_probe
+    from tunesmith.export.runtime import session
+
+    model = _load(tiny_model)
+    use_mean_pooling(model)
+    model.save_pretrained(tmp_path / "saved")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "saved")
+    export_text(tmp_path / "saved", tmp_path / "model.onnx", 32)
+    probe = text_probe(AutoTokenizer.from_pretrained(tiny_model), 32)  # two texts, the first padded
+    got = session(tmp_path / "model.onnx", threads=1).run(["logits"], probe)[0]
+    with torch.no_grad():
+        expected = model(**{k: torch.from_numpy(v) for k, v in probe.items()}).logits.numpy()
+    assert np.abs(got - expected).max() < 1e-4
