@@ -103,7 +103,8 @@ class ContrastiveSettings(_Strict):
                                           "scored against another row's partner (a negative unless same class). "
                                           "Default: 2, or more on small data so that the stage sees at least "
                                           "2,500 pair rows.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of the contrastive stage "
+    # SetFit's default body rate; at 5e-5 the stage made Banking77 10-shot validation worse (bench/RESULTS.md)
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of the contrastive stage "
                                  "(the head stage after it uses train.learning_rate).")
 
 
