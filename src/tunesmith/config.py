@@ -99,10 +99,12 @@ Method = Literal["auto", "full", "lora", "linear-probe", "contrastive"]
 class ContrastiveSettings(_Strict):
     epochs: int = Field(1, ge=0, description="Passes over the label-built pairs in the contrastive stage.")
     pairs_per_example: int | None = Field(None, gt=0, description="Positive pairs drawn for each training "
-                                          "example (a partner of the same class, seeded); in-batch examples of "
-                                          "other classes are the negatives. Default: 2, or more on small data so "
-                                          "that the stage sees at least 1,000 pairs.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of the contrastive stage "
+                                          "example (a partner of the same class, seeded); each anchor is also "
+                                          "scored against another row's partner (a negative unless same class). "
+                                          "Default: 2, or more on small data so that the stage sees at least "
+                                          "2,500 pair rows.")
+    # SetFit's default body rate; at 5e-5 the stage made Banking77 10-shot validation worse (bench/RESULTS.md)
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of the contrastive stage "
                                  "(the head stage after it uses train.learning_rate).")
 
 

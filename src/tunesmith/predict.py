@@ -34,10 +34,12 @@ class TorchTextClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from tunesmith.models import quiet_hf
+        from tunesmith.models.pooling import restore_pooling
 
         quiet_hf()
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(run.model_dir).eval()
+        # the pooling a contrastive run trained (see models/pooling.py)
+        self.model = restore_pooling(AutoModelForSequenceClassification.from_pretrained(run.model_dir)).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.temperature = _temperature(run.model_dir)
         self.max_length = run.config.model.max_length

@@ -276,7 +276,7 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
             param.requires_grad_(True)
     return {"phase": phase.name, "epochs": result.epochs_completed, "learning_rate": phase.learning_rate,
             "global_step": result.global_step, "best_validation_" + cfg.train.metric_for_best: result.best_metric,
-            "train_seconds": round(result.train_seconds, 2)}
+            "train_seconds": round(result.train_seconds, 2), **({"outcome": phase.outcome} if phase.outcome else {})}
 
 
 def _choose_method(cfg, task, data, run_dir: Path, resuming: bool) -> tuple[RunConfig, dict | None]:
@@ -348,6 +348,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     accelerator.wait_for_everyone()
 
     warmup = _warmup(cfg, task, data, prepared, run_dir, accelerator, resuming)
+    if method_choice and warmup and warmup.get("outcome", {}).get("reason"):  # e.g. probe vs contrastive body
+        method_choice = {**method_choice, "reason": f"{method_choice['reason']}; then {warmup['outcome']['reason']}"}
     loss = prepared.loss or task.loss  # this run's loss (e.g. class-weighted), else the task's
     result = train_loop(loss, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
                         lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,

@@ -30,7 +30,7 @@ def test_pairs_join_two_different_examples_of_one_class_each_anchor_as_often_as_
     assert all(len({j for a, j in pairs if a == i}) == 2 for i in (0, 1, 2, 6))
     assert pairs == build_pairs(labels, 2, seed=3)  # seeded
     assert pairs != build_pairs(labels, 2, seed=4)
-    assert default_pairs_per_example(684) == 2 and default_pairs_per_example(44) == 23  # >= 1,000 pairs
+    assert default_pairs_per_example(684) == 4 and default_pairs_per_example(2053) == 2  # >= 2,500 pair rows
 
 
 def test_pair_rows_collate_to_a_flat_batch_of_both_members_with_their_labels():
@@ -40,6 +40,16 @@ def test_pair_rows_collate_to_a_flat_batch_of_both_members_with_their_labels():
                                       "labels": torch.tensor([e["labels"] for e in exs])})(rows)
     assert batch["input_ids"][:, 1].tolist() == [10, 12, 13, 11]
     assert batch["labels"].tolist() == [0, 0, 1, 1]
+
+
+def test_each_anchor_is_scored_with_its_partner_and_with_the_previous_rows_partner_by_class():
+    from tunesmith.tasks.contrastive import batch_pairs
+
+    # three pair rows: texts (a1, p1, a2, p2, a3, p3) of classes 0 0 | 1 1 | 0 0
+    first, second, target = batch_pairs(torch.tensor([0, 0, 1, 1, 0, 0]))
+    assert first.tolist() == [0, 2, 4, 0, 2, 4]
+    assert second.tolist() == [1, 3, 5, 5, 1, 3]
+    assert target.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]  # a1 with p3 share class 0: not a negative
 
 
 def test_the_contrastive_embedding_is_what_the_bert_head_reads(tiny_model):
@@ -56,22 +66,70 @@ def test_the_contrastive_embedding_is_what_the_bert_head_reads(tiny_model):
     assert torch.allclose(emb, pooled, atol=1e-6)
 
 
-def test_the_head_starts_as_the_nearest_class_mean_classifier(tiny_model):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def test_the_fitted_head_in_the_model_scores_as_sklearns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
 
-    from tunesmith.tasks.contrastive import init_head_from_centroids
+    from tunesmith.tasks.contrastive import fit_head, set_head
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
-    texts = ["good film", "bad plot here", "great happy day", "awful sad night", "nice", "terrible boring"]
-    batch = dict(AutoTokenizer.from_pretrained(tiny_model)(texts, padding=True, return_tensors="pt"))
-    y = np.array([0, 1, 0, 1, 0, 1])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=40)
+    y[:3] = [0, 1, 2]
+    weight, bias = fit_head(x, y, n_classes=4)  # class 3 never seen in training
+    head = torch.nn.Linear(8, 4)
+    model = torch.nn.Module()
+    model.classifier = head
+    assert set_head(model, weight, bias)
     with torch.no_grad():
-        emb = head_input(model, batch)
-        init_head_from_centroids(model, emb, y)
-        logits = model(**batch).logits
-    means = torch.nn.functional.normalize(torch.stack([emb[torch.as_tensor(y == c)].mean(0) for c in (0, 1)]), dim=1)
-    cosine = torch.nn.functional.normalize(emb, dim=1) @ means.T
-    assert torch.allclose(logits, cosine * emb.norm(dim=1, keepdim=True) * 20 / emb.norm(dim=1).mean(), atol=1e-5)
+        logits = head(torch.from_numpy(x)).numpy()
+    ref = LogisticRegression(max_iter=2000, C=10.0).fit(x, y).predict_log_proba(x)
+    shifted = logits[:, :3] - np.log(np.exp(logits[:, :3]).sum(1, keepdims=True))
+    assert np.allclose(shifted, ref, atol=1e-4)
+    assert (logits[:, 3] < logits[:, :3].min(1) - 10).all()
+    # two classes: sklearn's single row becomes two logits with the same difference
+    w2, b2 = fit_head(x, (y > 0).astype(int), n_classes=2)
+    ref2 = LogisticRegression(max_iter=2000, C=10.0).fit(x, y > 0).decision_function(x)
+    assert np.allclose((x @ w2.numpy().T + b2.numpy()) @ np.array([-1, 1]), ref2, atol=1e-4)
+
+
+def _encoded(folder, rows):
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok(rows["text"].tolist(), truncation=True, max_length=32)
+    index = {"pos": 0, "neg": 1}
+    examples = [{**{k: enc[k][i] for k in enc.keys()}, "labels": index[lab]} for i, lab in enumerate(rows["label"])]
+    return examples, DataCollatorWithPadding(tok, return_tensors="pt")
+
+
+@pytest.mark.parametrize("probe_score, tuned_score, kept", [(0.8, 0.6, "linear-probe"), (0.6, 0.6, "contrastive")])
+def test_the_tuned_body_is_kept_only_when_its_head_validates_at_least_as_well_as_the_probe(
+        tiny_model, monkeypatch, probe_score, tuned_score, kept):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.tasks.contrastive import ProbeOrTuned, embed, fit_head
+
+    train, collate = _encoded(tiny_model, make_rows(12, seed=1))
+    validation, _ = _encoded(tiny_model, make_rows(8, seed=2))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    choice = ProbeOrTuned(train, validation, collate, batch_size=8, n_classes=2)
+    scores, real = iter([probe_score, tuned_score]), choice._head
+    monkeypatch.setattr(choice, "_head", lambda m: (*real(m)[:2], next(scores)))
+    choice.enter(model)
+    assert choice.outcome["pooling"] == "mean" and model.config.sentence_pooling == "mean"
+    pretrained = {k: v.clone() for k, v in model.bert.state_dict().items()}
+    with torch.no_grad():  # what the contrastive stage would do: move the body
+        model.bert.encoder.layer[0].output.dense.weight.add_(0.5)
+    tuned = {k: v.clone() for k, v in model.bert.state_dict().items()}
+    choice.leave(model)
+    assert choice.outcome["kept"] == kept and f"{tuned_score:.3f}" in choice.outcome["reason"]
+    expected = pretrained if kept == "linear-probe" else tuned
+    assert all(torch.equal(expected[k], v) for k, v in model.bert.state_dict().items())
+    # the head is the logistic regression fitted on the kept body's embeddings, and only it trains now
+    weight, bias = fit_head(embed(model, train, collate, 8).numpy(), np.array([e["labels"] for e in train]), 2)
+    assert torch.allclose(model.classifier.weight, weight, atol=1e-5)
+    assert torch.allclose(model.classifier.bias, bias, atol=1e-5)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
 
 
 @pytest.mark.parametrize("counts, method", [([10] * 77, "contrastive"), ([30] * 77, "contrastive"),
@@ -98,6 +156,10 @@ def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(t
     run = fine_tune(build_config(cfg))
     assert run.results["method"] == "contrastive" and run.results["method_choice"]["method"] == "contrastive"
     assert "per class" in run.results["method_choice"]["reason"]
+    outcome = run.results["training"]["warmup"]["outcome"]
+    assert outcome["pooling"] == "mean" and outcome["kept"] in ("contrastive", "linear-probe")
+    assert outcome["reason"] in run.results["method_choice"]["reason"]  # the report says which body was kept
+    assert json.loads((run.path / "model" / "config.json").read_text())["sentence_pooling"] == "mean"
     assert "method chosen automatically" in (run.path / "report.html").read_text()
     assert run.config.train.method == "contrastive" and run.config.train.learning_rate == 1e-4
     assert run.results["training"]["warmup"]["phase"] == "contrastive"

@@ -98,10 +98,12 @@ def export_text(model_dir: Path, path: Path, max_length: int) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
+    from tunesmith.models.pooling import restore_pooling
 
     quiet_hf()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model = restore_pooling(AutoModelForSequenceClassification.from_pretrained(model_dir,
+                                                                               attn_implementation="eager")).eval()
     probe = text_probe(tokenizer, max_length)
     wrapper = _TextLogits(model, list(probe))
     info = export_graph(wrapper, probe, {n: {0: "batch", 1: "sequence"} for n in probe}, path)

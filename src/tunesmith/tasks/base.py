@@ -35,6 +35,7 @@ class Phase:
     lengths: list[int] | None = None  # of each training example, for length-grouped batches; None: no grouping
     leave: Callable[[torch.nn.Module], None] | None = None  # after the stage (e.g. freeze the tuned body for a
     # head-only main stage); None: unfreeze every weight
+    outcome: dict | None = None  # what enter/leave decided (filled by them), recorded with the stage's results
 
 
 @dataclass

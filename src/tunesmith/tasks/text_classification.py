@@ -119,33 +119,11 @@ class TextClassification(Classifier):
                                   "model_limit": model_limit, "feature_cache": feature_cache})
 
     def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate) -> Phase:
-        """The contrastive stage: label-built pairs, scored on validation by nearest class centroid."""
-        from tunesmith.tasks import contrastive as C
+        """The contrastive stage (see tasks/contrastive.py)."""
+        from tunesmith.tasks.contrastive import contrastive_phase
 
-        c = cfg.train.contrastive
-        train = encoded["train"]
-        train_y = np.array([ex["labels"] for ex in train])
-        pairs = C.build_pairs(train_y, c.pairs_per_example or C.default_pairs_per_example(len(train)), cfg.train.seed)
-        if not pairs:
-            raise UserError("train.method = 'contrastive': no class has two training examples to pair; "
-                            "use linear-probe")
-        val_y = np.array([ex["labels"] for ex in encoded["validation"]])
-        batch = cfg.train.eval_batch_size
-
-        def evaluate(model) -> dict:
-            centroid = C.centroid_logits(C.embed(model, train, collate, batch), train_y,
-                                         C.embed(model, encoded["validation"], collate, batch), len(data.labels))
-            return self.metrics(val_y, centroid, data.labels)
-
-        def leave(model) -> None:  # head only from now on, starting at the tuned embeddings' class centroids
-            C.freeze_body_only_head(model)
-            C.init_head_from_centroids(model, C.embed(model, train, collate, batch, normalise=False).cpu(), train_y)
-
-        return Phase(name="contrastive", epochs=c.epochs, learning_rate=c.learning_rate,
-                     encoded={"train": C.pair_examples(train, pairs), "validation": encoded["validation"]},
-                     collate=C.pair_collate(collate), eval_collate=collate, enter=C.freeze_head,
-                     loss=C.ContrastiveLoss(), evaluate=evaluate, leave=leave,
-                     lengths=[max(len(train[i]["input_ids"]), len(train[j]["input_ids"])) for i, j in pairs])
+        return contrastive_phase(cfg.train.contrastive, cfg.train.seed, cfg.train.eval_batch_size, encoded, collate,
+                                 data.labels, self.metrics)
 
     def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
         """train.method auto: the method for this much data per class (see tasks/method_choice.py)."""
