@@ -147,6 +147,11 @@ def _metered(base: type):
                     f"{f' ({missing} gave no reply before the timeout)' if missing else ''}"
                     f"{f'; failures: {reasons}' if reasons else ''}")
             arrays, metrics = super().aggregate_train(server_round, ok)
+            if arrays is not None:  # how far each client's tensors are from the new global ones (L2)
+                merged = _from_record(arrays)
+                traffic["client_distance"] = [
+                    float(np.sqrt(sum(float(np.sum((a - merged[k]) ** 2)) for k, a in
+                                      _from_record(m.content["arrays"]).items()))) for m in ok]
             if metrics is not None and "train-loss" in metrics:
                 traffic["train_loss"] = float(metrics["train-loss"])
             return arrays, metrics
