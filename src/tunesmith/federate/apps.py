@@ -140,7 +140,7 @@ def _metered(base: type):
             traffic.update(clients_ok=len(ok), clients_failed=sent - len(ok), bytes_received=sum(sizes),
                            bytes_received_per_client=max(sizes, default=0))
             if len(ok) < max(need, 1):
-                reasons = "; ".join(f"node {m.metadata.src_node_id}: {m.error.reason}"[:300] for m in failed)
+                reasons = "; ".join(f"node {m.metadata.src_node_id}: {_last_line(m.error.reason)}" for m in failed)
                 missing = sent - len(replies)
                 raise FederationError(
                     f"round {server_round}: {len(ok)} of {sent} clients replied successfully, {need} needed"
@@ -158,6 +158,12 @@ def _metered(base: type):
 
     Metered.__name__ = Metered.__qualname__ = f"Metered{base.__name__}"
     return Metered
+
+
+def _last_line(reason: str) -> str:
+    """The exception line of an error reply (Ray wraps the client's traceback in the reason)."""
+    lines = [ln.strip() for ln in str(reason).strip().rstrip("'>").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no reason given")[:300]
 
 
 def make_strategy(fed: FederatedConfig, initial_record=None):

@@ -59,7 +59,7 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
 
     require_flwr()
     from tunesmith.memo import Memo
-    from tunesmith.run import _accelerator, _audit, _mark, _slug, claim_run_dir
+    from tunesmith.run import _accelerator, _mark, _slug, claim_run_dir
     from tunesmith.tasks import get_task
 
     task = get_task(cfg.task)

@@ -20,8 +20,9 @@ def backend_config(fed: FederatedConfig) -> dict:
     cores = max(1, min(os.cpu_count() or 1, int(fed.n_clients * fed.client_cpus + 0.999)))
     gpus = 1.0 / fed.n_clients if torch.cuda.is_available() else 0.0
     return {"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": gpus},
-            "init_args": {"num_cpus": max(cores, int(fed.client_cpus + 0.999)), "object_store_memory": OBJECT_STORE_BYTES,
-                          "include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True}}
+            "init_args": {"num_cpus": max(cores, int(fed.client_cpus + 0.999)),
+                          "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False,
+                          "logging_level": logging.ERROR, "log_to_driver": True}}
 
 
 def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: int) -> None:
