@@ -89,3 +89,20 @@ def test_the_report_answers_worth_it_and_distance_from_pooling(fed_run):
         sum(c.values()) for c in fed["silo_label_counts"])
     page = (fed_run.path / "report.html").read_text()
     assert "worth it versus training alone" in page and "per round" in page and "silo-2" in page
+
+
+def test_a_server_built_from_the_spec_alone_scores_the_global_model_as_the_run_did(fed_run):
+    """What a deployment's ServerApp process uses (server.hooks_from_spec): same model, same validation rows."""
+    from safetensors.torch import load_file
+
+    from tunesmith.federate.server import hooks_from_spec
+
+    folder = fed_run.path / "federation"
+    hooks = hooks_from_spec(folder / "spec.json")
+    rounds = fed_run.results["federated"]["round_curve"]
+    best = [r for r in rounds if r["best"]][-1]
+    state = {k: v.numpy() for k, v in load_file(str(folder / "global.safetensors")).items()}
+    again = hooks.evaluate(state)
+    assert again["accuracy"] == pytest.approx(best["validation"]["accuracy"])
+    assert again["loss"] == pytest.approx(best["validation"]["loss"], rel=1e-5)
+    assert sorted(hooks.initial) == sorted(state)

@@ -182,10 +182,14 @@ def make_strategy(fed: FederatedConfig, initial_record=None):
     return strategy
 
 
-def build_server_app(hooks: "ServerHooks", fed: FederatedConfig, seed: int = 0) -> "ServerApp":
+def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | None = None,
+                     seed: int | None = None) -> "ServerApp":
     """A ServerApp that runs FED.rounds rounds of the configured strategy from HOOKS.initial and scores the
     global model with HOOKS after each (round 0: before training); HOOKS writes rounds.jsonl and the best
-    global tensors. A failed round raises FederationError out of the ServerApp."""
+    global tensors. A failed round raises FederationError out of the ServerApp.
+
+    Left out, HOOKS, FED and SEED come from the spec named by `context.run_config["tunesmith-spec"]`
+    (server.hooks_from_spec), for a ServerApp started by a deployment runtime in a process of its own."""
     from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
 
@@ -193,6 +197,18 @@ def build_server_app(hooks: "ServerHooks", fed: FederatedConfig, seed: int = 0) 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        nonlocal hooks, fed, seed
+        if hooks is None or fed is None or seed is None:
+            from tunesmith.federate.server import hooks_from_spec
+            from tunesmith.federate.spec import load_spec
+
+            path = str(context.run_config.get(SPEC_KEY, ""))
+            if not path:
+                raise UserError(f"no federation spec: set run_config {SPEC_KEY} or pass hooks to build_server_app")
+            cfg = load_spec(path).run_config
+            fed = fed or cfg.federated
+            seed = cfg.train.seed if seed is None else seed
+            hooks = hooks or hooks_from_spec(path)
         random.seed(seed)  # Flower samples the round's clients with the random module
         strategy = make_strategy(fed)
 

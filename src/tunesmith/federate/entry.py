@@ -145,8 +145,9 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
     tmp = Path(tempfile.mkdtemp(prefix="tunesmith-silos-"))  # the silos' rows live outside the run folder
     try:
         files = [str(write_silo(s, tmp / f"silo-{i}.silo.jsonl")) for i, s in enumerate(silos)]
+        validation = write_silo(data.splits["validation"], folder / "validation.silo.jsonl")
         spec = FedSpec(config=resolved.model_dump(mode="json"), labels=list(data.labels), silo_files=files,
-                       folder=str(folder))
+                       folder=str(folder), validation_file=str(validation))
         spec_path = spec.save(folder / "spec.json")
         tic = time.perf_counter()
         from tunesmith.federate.server import model_hooks
