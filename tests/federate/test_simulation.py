@@ -67,6 +67,11 @@ def test_the_run_folder_is_ordinary_and_predict_reproduces_its_test_predictions(
                  "test_predictions.csv", "model", "adapter"):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    # the saved model is the best round's global model: the run scores it on validation as the server did
+    best = [r for r in fed_run.results["federated"]["round_curve"] if r["best"]][-1]
+    assert best["round"] > 0
+    assert fed_run.results["validation"]["accuracy"] == pytest.approx(best["validation"]["accuracy"])
+    assert fed_run.results["validation"]["loss"] == pytest.approx(best["validation"]["loss"], rel=1e-5)
     test = pd.read_csv(run_dir / "test_predictions.csv")
     test[["text"]].to_csv(tmp_path / "in.csv", index=False)
     assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.csv"), "--output",
