@@ -19,6 +19,9 @@ from tunesmith.federate.spec import TRANSFER_METHOD, FedSpec
 from tunesmith.io import atomic_write_json
 
 DEPLOYMENTS = ("simulation", "local")
+# deployment -> "module:function" that runs the rounds: runner(spec_path, hooks, fed, seed), raising when the
+# federation fails (see simulation.simulate). A deployment without a runner is refused before any compute.
+RUNNERS: dict[str, str] = {"simulation": "tunesmith.federate.simulation:simulate"}
 SUPPORTED_TASKS = ("text-classification",)
 
 
@@ -53,8 +56,9 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
     if deployment not in DEPLOYMENTS:
         raise UserError(f"--deployment {deployment!r}: expected one of {', '.join(DEPLOYMENTS)}")
     cfg = resolve_config(config, overrides)
-    if deployment != "simulation":
-        raise UserError(f"--deployment {deployment}: not available yet; use --deployment simulation")
+    if deployment not in RUNNERS:
+        raise UserError(f"--deployment {deployment}: not available yet; use --deployment "
+                        f"{' or '.join(RUNNERS)}")
     from tunesmith.federate.apps import require_flwr
 
     require_flwr()
@@ -74,7 +78,7 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
     default = f"federated-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = claim_run_dir(Path(cfg.output_dir), cfg.run_name or default, cfg.run_name is not None)
     try:
-        return _execute(cfg, task, data, silo_rows, run_dir, accelerator, Memo(enabled=False))
+        return _execute(cfg, task, data, silo_rows, run_dir, accelerator, Memo(enabled=False), deployment)
     except BaseException as err:
         _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
@@ -113,7 +117,16 @@ def _with_column(cfg: RunConfig, train: pd.DataFrame, column: str) -> pd.DataFra
     return train.assign(**{column: values.reindex(train[ROW]).to_numpy()})
 
 
-def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, memo) -> "object":
+def runner(deployment: str):
+    """The function that runs the rounds for DEPLOYMENT (RUNNERS)."""
+    import importlib
+
+    module, _, name = RUNNERS[deployment].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, memo,
+             deployment: str = "simulation") -> "object":
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.metrics import headline
@@ -151,10 +164,9 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
         spec_path = spec.save(folder / "spec.json")
         tic = time.perf_counter()
         from tunesmith.federate.server import model_hooks
-        from tunesmith.federate.simulation import simulate
 
         hooks = model_hooks(task, resolved, data, prepared, accelerator, folder)
-        simulate(spec_path, hooks, fed, resolved.train.seed)
+        runner(deployment)(spec_path, hooks, fed, resolved.train.seed)
         seconds = time.perf_counter() - tic
         # the spec's silo paths are gone after this run; keep the spec for the record without them
         spec.silo_files = [f"silo-{i} ({len(s)} rows)" for i, s in enumerate(silos)]

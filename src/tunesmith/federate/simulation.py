@@ -33,6 +33,7 @@ def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: in
     from tunesmith.federate.apps import build_client_app, build_server_app
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a client with no GPU share sees none
     # Ray workers start from this environment: keep each to the cores Ray gives it
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(fed.client_cpus))))
     run_simulation(server_app=build_server_app(hooks, fed, seed), client_app=build_client_app(spec_path),
