@@ -34,6 +34,10 @@ def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: in
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a client with no GPU share sees none
+    # Ray's memory monitor kills workers when the whole machine passes 95% memory, whoever uses it: on a
+    # shared 24 GB machine it failed the BBC benchmark because of other programs. Off unless the user sets
+    # it; the kernel's OOM killer still stops a simulation that truly runs out (the run then fails, exit 1)
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     # Ray workers start from this environment: keep each to the cores Ray gives it
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(fed.client_cpus))))
     run_simulation(server_app=build_server_app(hooks, fed, seed), client_app=build_client_app(spec_path),
