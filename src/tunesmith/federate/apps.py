@@ -207,7 +207,7 @@ def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         nonlocal hooks, fed, seed
-        if hooks is None or fed is None or seed is None:
+        if hooks is None or fed is None:
             from tunesmith.federate.server import hooks_from_spec
             from tunesmith.federate.spec import load_spec
 
@@ -218,7 +218,7 @@ def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | 
             fed = fed or cfg.federated
             seed = cfg.train.seed if seed is None else seed
             hooks = hooks or hooks_from_spec(path)
-        random.seed(seed)  # Flower samples the round's clients with the random module
+        random.seed(0 if seed is None else seed)  # Flower samples the round's clients with the random module
         strategy = make_strategy(fed)
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
