@@ -105,6 +105,41 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config file."
 
 
 @app.command()
+def federate(config: Path = typer.Argument(..., help="YAML config file with a federated: section."),
+             overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+             deployment: str = typer.Option("simulation", "--deployment", help="simulation: Flower's simulation "
+                                            "runtime on this machine (Ray)."),
+             force: bool = typer.Option(False, "--force", help="Train even when the data audit finds blocking "
+                                        "issues (same as audit.on_issue=warn).")) -> None:
+    """Federated fine-tuning on Flower: silos that never share rows train one model; the report compares it
+    with pooling the data (centralized) and with each silo alone. Exits 1 when a round fails."""
+    from tunesmith.federate import federate as run_federation
+
+    overrides = [*(overrides or []), *(["audit.on_issue=warn"] if force else [])]
+    try:
+        run = run_federation(config, overrides, deployment=deployment)
+    except Exception as err:  # a failed round or a crashed client/server: one line, exit 1, never 0
+        if isinstance(err, (UserError, OSError)):
+            raise
+        print(f"error: federated run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+              file=sys.stderr)
+        raise typer.Exit(1) from None
+    _summary(run)
+    _federated_summary(run.results.get("federated", {}))
+
+
+def _federated_summary(fed: dict) -> None:
+    t = fed.get("traffic")
+    if t:
+        typer.echo(f"traffic: {t['bytes_total'] / 1e6:.2f} MB in {fed['rounds']} rounds; "
+                   f"{t['bytes_per_client_per_round'] / 1e6:.3f} MB per client per round "
+                   f"({t['share_of_full_weights']:.2%} of the full weights)")
+    comp = fed.get("comparison")
+    if comp:
+        typer.echo(f"federated: {comp['verdict']}")
+
+
+@app.command()
 def audit(data: Path = typer.Argument(..., help="Training data: CSV, TSV, JSONL or Parquet."),
           test: Optional[Path] = typer.Option(None, "--test", help="Test file, checked for leakage from training."),
           validation: Optional[Path] = typer.Option(None, "--validation", help="Validation file."),

@@ -359,6 +359,106 @@ class TuneConfig(_Strict):
         return _plain_or_none(value)
 
 
+def parse_partition(value: str) -> tuple[str, str | float | None]:
+    """`iid`, `dirichlet:ALPHA` (ALPHA > 0) or `by-column:COL` as (kind, argument); ValueError says what is valid."""
+    kind, sep, arg = str(value).partition(":")
+    if kind == "iid" and not sep:
+        return "iid", None
+    if kind == "dirichlet" and sep:
+        try:
+            alpha = float(arg)
+        except ValueError:
+            alpha = -1.0
+        if alpha > 0 and alpha != float("inf"):
+            return "dirichlet", alpha
+        raise ValueError(f"dirichlet needs a positive concentration, e.g. dirichlet:0.3; found {arg!r}")
+    if kind == "by-column" and sep and arg.strip():
+        return "by-column", arg.strip()
+    raise ValueError("expected iid, dirichlet:ALPHA (e.g. dirichlet:0.3) or by-column:COLUMN")
+
+
+def parse_strategy(value: str) -> tuple[str, float | None]:
+    """`fedavg`, `fedprox:MU` (MU >= 0) or `fedadam` as (name, argument); ValueError says what is valid."""
+    name, sep, arg = str(value).partition(":")
+    if name in ("fedavg", "fedadam") and not sep:
+        return name, None
+    if name == "fedprox" and sep:
+        try:
+            mu = float(arg)
+        except ValueError:
+            mu = -1.0
+        if 0 <= mu < float("inf"):
+            return "fedprox", mu
+        raise ValueError(f"fedprox needs a proximal weight MU >= 0, e.g. fedprox:0.01; found {arg!r}")
+    raise ValueError("expected fedavg, fedprox:MU (e.g. fedprox:0.01) or fedadam")
+
+
+class FederatedConfig(_Strict):
+    clients: int | None = Field(None, ge=2, le=1000, description="Silos (Flower SuperNodes), each training on its "
+                                "own rows. Default: one per silo file, else 3.")
+    partition: str | None = Field(None, description="How a simulation splits the training rows into silos (seeded "
+                                  "by train.seed): iid, dirichlet:ALPHA (label shares per silo drawn from a "
+                                  "Dirichlet; small ALPHA = skewed silos) or by-column:COLUMN (one silo per value of "
+                                  "a column, e.g. a branch id). Default: iid. Not with silo_files.")
+    silo_files: list[Path] | None = Field(None, description="One training data file per silo (real deployments: "
+                                          "each site keeps its own file). Not with partition.")
+    rounds: int = Field(5, ge=1, le=10000, description="Federated rounds: send the global model, train locally, "
+                        "aggregate.")
+    local_epochs: int = Field(1, ge=1, le=1000, description="Passes over its own rows each client makes per round.")
+    fraction_fit: float = Field(1.0, gt=0.0, le=1.0, description="Share of the clients sampled to train each round "
+                                "(at least min_available_clients).")
+    min_available_clients: int | None = Field(None, ge=1, description="A round needs this many successful client "
+                                              "replies, or the run fails (exit code 1). Default: every sampled "
+                                              "client; lower it to continue past a crashed client.")
+    strategy: str = Field("fedavg", description="Server aggregation: fedavg, fedprox:MU (FedAvg plus a proximal "
+                          "term MU/2 * |w - w_global|^2 in each client's loss) or fedadam (Adam on the averaged "
+                          "update, server_learning_rate).")
+    server_learning_rate: float = Field(0.01, gt=0.0, description="Server step size of fedadam (eta).")
+    transfer: Literal["adapter", "head", "full"] = Field("adapter", description="What travels between server and "
+                                                         "clients: adapter (LoRA tensors and the task head; "
+                                                         "train.method lora), head (the head only, a frozen "
+                                                         "body; linear-probe) or full (every weight; full).")
+    client_cpus: float = Field(1.0, gt=0.0, description="Simulation: CPU cores reserved per client (Ray runs "
+                               "as many clients at once as the machine's cores allow).")
+    compare: bool = Field(True, description="Also train the comparison models on the same test split: "
+                          "centralized (all silos pooled, same epochs) and each silo alone.")
+    round_timeout: float = Field(3600.0, gt=0.0, description="Seconds the server waits for a round's replies.")
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_partition(value)
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        parse_strategy(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FederatedConfig":
+        if self.silo_files is not None:
+            if self.partition is not None:
+                raise FieldError("partition", self.partition, "give either partition (a simulation splits "
+                                 "data.train) or silo_files (one file per silo), not both")
+            if len(self.silo_files) < 2:
+                raise FieldError("silo_files", [str(p) for p in self.silo_files], "expected at least 2 files")
+            if self.clients is not None and self.clients != len(self.silo_files):
+                raise FieldError("clients", self.clients, f"{len(self.silo_files)} silo_files are given; "
+                                 "clients must match (or be left out)")
+        if self.min_available_clients is not None and self.min_available_clients > self.n_clients:
+            raise FieldError("min_available_clients", self.min_available_clients,
+                             f"more than the {self.n_clients} clients")
+        return self
+
+    @property
+    def n_clients(self) -> int:
+        """The number of silos."""
+        return self.clients or (len(self.silo_files) if self.silo_files else 3)
+
+
 class RunConfig(_Strict):
     task: str = Field("text-classification", description="What to train: text-classification, "
                       "image-classification, sft (instruction / chat fine-tuning of a causal language model), "
@@ -374,6 +474,8 @@ class RunConfig(_Strict):
                                "(task: image-classification).")
     tabular: TabularConfig = Field(default_factory=TabularConfig, description="Tabular prediction "
                                    "(task: tabular-classification, tabular-regression).")
+    federated: FederatedConfig = Field(default_factory=FederatedConfig, description="Federated fine-tuning on "
+                                       "Flower (`tunesmith federate`).")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run folder.")
     run_name: str | None = Field(None, description="Name of the run folder. Default: task, model and time.")
 
@@ -438,6 +540,10 @@ def _anchor_paths(raw: dict[str, Any], root: Path) -> None:
         for key in ("train", "validation", "test"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = str((root / data[key]).resolve())
+    fed = raw.get("federated")
+    if isinstance(fed, dict) and isinstance(fed.get("silo_files"), list):
+        fed["silo_files"] = [str((root / f).resolve()) if isinstance(f, str) and not Path(f).is_absolute() else f
+                             for f in fed["silo_files"]]
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("weights"), str) and not Path(model["weights"]).is_absolute():
         model["weights"] = str((root / model["weights"]).resolve())

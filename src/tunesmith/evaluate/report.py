@@ -177,6 +177,10 @@ def write_report(run_dir: str | Path) -> Path:
                  *audit_section(run_dir), *training, "<h3>Learning curves</h3>", _curves(records)]
     else:
         parts = _classification_sections(results, run_dir, records, training)
+    if results.get("federated"):  # a federated run: its question comes first, after the title
+        from tunesmith.evaluate.federated_report import federated_sections
+
+        parts[1:1] = federated_sections(results)
     parts += ["<h2>Resolved configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")

@@ -1,0 +1,232 @@
+"""The Flower apps: `build_client_app` and `build_server_app`, the only place that builds them.
+
+Nothing here assumes simulation: the same ClientApp runs in a Ray actor (Flower's simulation runtime)
+or in a SuperNode process (`flower-supernode`, deployment runtime), the same ServerApp in a thread of
+`run_simulation` or beside a SuperLink.
+
+How a client finds its data: `context.run_config["tunesmith-spec"]` (else the path given to
+build_client_app) names the spec (spec.py); `context.node_config["partition-id"]` (Flower's simulation
+sets it; a SuperNode gets it with `--node-config "partition-id=2"`) picks the silo, whose file is
+spec.silo_files[partition-id] unless `node_config["silo-file"]` names one (a site's own file).
+"""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tunesmith.config import FederatedConfig, parse_strategy
+from tunesmith.errors import UserError
+from tunesmith.federate.meter import serialized_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    from tunesmith.federate.server import ServerHooks
+
+SPEC_KEY = "tunesmith-spec"
+SILO_KEY = "silo-file"
+# per process: the last silo's model and rows, reused while the same silo comes back (a SuperNode's always
+# does). One at a time: a Ray actor serves several silos, and a model per silo ran a shared machine out of
+# memory (Ray's memory monitor killed the actors) in the BBC benchmark
+_TRAINERS: dict[tuple[str, int, str | None], object] = {}
+
+
+class FederationError(RuntimeError):
+    """A round did not get the replies it needs (crashed, killed or late clients): the run fails."""
+
+
+def require_flwr() -> None:
+    """A UserError naming the install command when Flower is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None:
+        raise UserError("tunesmith federate needs Flower; install it with: pip install 'tunesmith[federated]'")
+
+
+def _to_record(state: dict[str, np.ndarray]):
+    from flwr.app import Array, ArrayRecord
+
+    record = ArrayRecord()
+    for name in sorted(state):  # the same key order from every party: aggregation pairs arrays by key
+        record[name] = Array(np.ascontiguousarray(state[name]))
+    return record
+
+
+def _from_record(record) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def silo_of(node_config, spec_silos: int) -> tuple[int, str | None]:
+    """(silo index, own silo file or None) from a node's config."""
+    if "partition-id" not in node_config and SILO_KEY not in node_config:
+        raise UserError("this SuperNode has neither partition-id nor silo-file in its node config; start it with "
+                        "--node-config \"partition-id=N\" (or silo-file='PATH')")
+    silo = int(node_config.get("partition-id", 0))
+    own = node_config.get(SILO_KEY)
+    if own is None and not 0 <= silo < spec_silos:
+        raise UserError(f"partition-id = {silo}: the federation has silos 0..{spec_silos - 1}")
+    return silo, (str(own) if own else None)
+
+
+def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
+    """A ClientApp whose `train` handler trains the received global tensors on this node's silo
+    (LocalTrainer: tunesmith's task and training loop) and replies with the tensors that travel, plus
+    `num-examples` (FedAvg's weight) and `train-loss`."""
+    from flwr.app import Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from tunesmith.federate.client import LocalTrainer
+    from tunesmith.federate.spec import load_spec
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        path = str(context.run_config.get(SPEC_KEY, spec_path or ""))
+        if not path:
+            raise UserError(f"no federation spec: set run_config {SPEC_KEY} or pass spec_path to build_client_app")
+        spec = load_spec(path)
+        silo, own = silo_of(context.node_config, len(spec.silo_files))
+        key = (path, silo, own)
+        if key not in _TRAINERS:
+            import gc
+
+            _TRAINERS.clear()
+            gc.collect()
+            _TRAINERS[key] = LocalTrainer(spec, silo, own)
+        trainer: LocalTrainer = _TRAINERS[key]  # type: ignore[assignment]
+        config = msg.content["config"]
+        result = trainer.train(_from_record(msg.content["arrays"]), int(config["local-epochs"]),
+                               int(config["server-round"]), float(config.get("proximal-mu", 0.0)))
+        # the same keys from every client: Flower refuses to aggregate metric records that differ
+        metrics = {"num-examples": result.num_examples, "local-steps": result.steps,
+                   "train-loss": float("nan") if result.train_loss is None else float(result.train_loss)}
+        content = RecordDict({"arrays": _to_record(result.state), "metrics": MetricRecord(metrics)})
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+def strategy_class(name: str):
+    """Flower's strategy class for a `federated.strategy` name."""
+    from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+    return {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}[name]
+
+
+def _metered(base: type):
+    """BASE with bytes metering and a strict reply check. The payload of every message sent and received is
+    measured as serialized (meter.py); a round with fewer successful replies than required raises
+    FederationError, so the ServerApp fails and the run exits non-zero instead of going on quietly."""
+
+    class Metered(base):  # type: ignore[misc, valid-type]
+        def setup(self, required: int | None) -> None:
+            self.required, self.traffic, self.sent = required, {}, {}
+
+        def configure_train(self, server_round, arrays, config, grid):
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            sizes = [serialized_bytes(m) for m in messages]
+            self.sent[server_round] = len(messages)
+            self.traffic[server_round] = {"clients_sampled": len(messages), "bytes_sent": sum(sizes),
+                                          "bytes_sent_per_client": max(sizes, default=0)}
+            return messages
+
+        def aggregate_train(self, server_round, replies):
+            replies = list(replies)
+            failed = [m for m in replies if m.has_error()]
+            ok = [m for m in replies if not m.has_error()]
+            sent = self.sent.get(server_round, len(replies))
+            need = self.required if self.required is not None else sent
+            traffic = self.traffic.setdefault(server_round, {})
+            sizes = [serialized_bytes(m) for m in ok]
+            traffic.update(clients_ok=len(ok), clients_failed=sent - len(ok), bytes_received=sum(sizes),
+                           bytes_received_per_client=max(sizes, default=0))
+            if len(ok) < max(need, 1):
+                reasons = "; ".join(f"node {m.metadata.src_node_id}: {_last_line(m.error.reason)}" for m in failed)
+                missing = sent - len(replies)
+                raise FederationError(
+                    f"round {server_round}: {len(ok)} of {sent} clients replied successfully, {need} needed"
+                    f"{f' ({missing} gave no reply before the timeout)' if missing else ''}"
+                    f"{f'; failures: {reasons}' if reasons else ''}")
+            arrays, metrics = super().aggregate_train(server_round, ok)
+            if arrays is not None:  # how far each client's tensors are from the new global ones (L2)
+                merged = _from_record(arrays)
+                traffic["client_distance"] = [
+                    float(np.sqrt(sum(float(np.sum((a - merged[k]) ** 2)) for k, a in
+                                      _from_record(m.content["arrays"]).items()))) for m in ok]
+                traffic["client_examples"] = [int(next(iter(m.content.metric_records.values()))["num-examples"])
+                                              for m in ok]
+            if metrics is not None and "train-loss" in metrics:
+                traffic["train_loss"] = float(metrics["train-loss"])
+            return arrays, metrics
+
+    Metered.__name__ = Metered.__qualname__ = f"Metered{base.__name__}"
+    return Metered
+
+
+def _last_line(reason: str) -> str:
+    """The exception line of an error reply (Ray wraps the client's traceback in the reason)."""
+    lines = [ln.strip() for ln in str(reason).strip().rstrip("'>").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no reason given")[:300]
+
+
+def make_strategy(fed: FederatedConfig, initial_record=None):
+    """The configured Flower strategy, metered; every client evaluation is left to the server."""
+    name, arg = parse_strategy(fed.strategy)
+    n = fed.n_clients
+    sampled = max(math.ceil(n * fed.fraction_fit), fed.min_available_clients or 1)
+    kwargs = dict(fraction_train=fed.fraction_fit, fraction_evaluate=0.0, min_train_nodes=sampled,
+                  min_evaluate_nodes=0, min_available_nodes=fed.min_available_clients or n)
+    if name == "fedprox":
+        kwargs["proximal_mu"] = float(arg)
+    if name == "fedadam":
+        kwargs.update(eta=fed.server_learning_rate)
+    strategy = _metered(strategy_class(name))(**kwargs)
+    strategy.setup(fed.min_available_clients)
+    return strategy
+
+
+def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | None = None,
+                     seed: int | None = None) -> "ServerApp":
+    """A ServerApp that runs FED.rounds rounds of the configured strategy from HOOKS.initial and scores the
+    global model with HOOKS after each (round 0: before training); HOOKS writes rounds.jsonl and the best
+    global tensors. A failed round raises FederationError out of the ServerApp.
+
+    Left out, HOOKS, FED and SEED come from the spec named by `context.run_config["tunesmith-spec"]`
+    (server.hooks_from_spec), for a ServerApp started by a deployment runtime in a process of its own."""
+    from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+    from flwr.serverapp import Grid, ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        nonlocal hooks, fed, seed
+        if hooks is None or fed is None:
+            from tunesmith.federate.server import hooks_from_spec
+            from tunesmith.federate.spec import load_spec
+
+            path = str(context.run_config.get(SPEC_KEY, ""))
+            if not path:
+                raise UserError(f"no federation spec: set run_config {SPEC_KEY} or pass hooks to build_server_app")
+            cfg = load_spec(path).run_config
+            fed = fed or cfg.federated
+            seed = cfg.train.seed if seed is None else seed
+            hooks = hooks or hooks_from_spec(path)
+        random.seed(0 if seed is None else seed)  # Flower samples the round's clients with the random module
+        strategy = make_strategy(fed)
+
+        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            record = hooks.record_round(server_round, _from_record(arrays), strategy.traffic.get(server_round, {}))
+            return MetricRecord(record["validation"])
+
+        strategy.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
+                       timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+                       evaluate_fn=evaluate)
+
+    return app

@@ -1,0 +1,131 @@
+"""One silo's side of a round: load the global tensors, train on its own rows with tunesmith's task and
+training loop for `local_epochs`, hand back the tensors that travel. No Flower import here."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import UserError
+from tunesmith.federate.spec import FedSpec
+
+
+def read_silo(path: str | Path, cfg: RunConfig, task) -> pd.DataFrame:
+    """A silo's training rows. A simulation writes each silo as JSONL of the task's loaded rows
+    (`*.silo.jsonl`); any other file is a site's own data file, read by the task's loader like data.train."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: silo file not found")
+    if path.name.endswith(".silo.jsonl"):
+        return pd.read_json(path, orient="records", lines=True, dtype=False)
+    own = cfg.model_copy(deep=True)
+    # the file is all training rows: give it as every split so the loader splits nothing off
+    own.data.train = own.data.validation = own.data.test = path
+    own.data.max_train_rows = None
+    return task.load_data(own).splits["train"]
+
+
+def write_silo(df: pd.DataFrame, path: Path) -> Path:
+    """Write a simulation silo (the rows as loaded and audited) for read_silo."""
+    from tunesmith.io import atomic_write_text
+
+    atomic_write_text(path, df.to_json(orient="records", lines=True, force_ascii=False))
+    return path
+
+
+def _monotone_evaluate(metric: str):
+    """train_loop keeps the checkpoint with the best validation score. A client holds no validation
+    rows (the server scores the global model), so every evaluation 'improves': the last epoch is kept."""
+    count = {"n": 0}
+
+    def evaluate(model) -> dict:
+        count["n"] += 1
+        n = float(count["n"])
+        return {"loss": -n, "accuracy": n, "macro_f1": n, metric: -n if metric == "loss" else n}
+
+    return evaluate
+
+
+@dataclass
+class LocalResult:
+    state: dict[str, np.ndarray]
+    num_examples: int
+    train_loss: float | None
+    steps: int
+
+
+class LocalTrainer:
+    """A silo's model and encoded rows, built once per process and reused every round."""
+
+    def __init__(self, spec: FedSpec, silo: int, silo_file: str | Path | None = None) -> None:
+        from tunesmith.run import make_accelerator
+        from tunesmith.tasks import get_task
+        from tunesmith.tasks.base import TaskData
+
+        from accelerate.utils import set_seed
+
+        from tunesmith.models import quiet_hf
+
+        quiet_hf()  # this may be a fresh process (a Ray actor, a SuperNode's ClientApp)
+        cfg = spec.run_config
+        self.cfg, self.silo, self.task = cfg, silo, get_task(cfg.task)
+        path = silo_file or spec.silo_files[silo]
+        rows = read_silo(path, cfg, self.task)
+        unknown = sorted(set(rows["label"].astype(str)) - set(spec.labels))
+        if unknown:
+            raise UserError(f"{path}: labels {unknown[:5]} are not among the federation's labels "
+                            f"({', '.join(spec.labels[:10])})")
+        # validation and test: one row each, only so that prepare has the splits it encodes
+        data = TaskData(splits={"train": rows, "validation": rows.iloc[:1], "test": rows.iloc[:1]},
+                        labels=list(spec.labels))
+        set_seed(cfg.train.seed)  # same seed as the server: identical frozen weights and initial head
+        self.prepared = self.task.prepare(cfg, data)
+        self.accelerator = make_accelerator(cfg)
+        self.n = len(rows)
+        self.label_counts = rows["label"].astype(str).value_counts().to_dict()
+
+    def train(self, global_state: dict[str, np.ndarray], local_epochs: int, server_round: int,
+              proximal_mu: float = 0.0) -> LocalResult:
+        """Start from GLOBAL_STATE, train LOCAL_EPOCHS on this silo, return the new trainable state."""
+        import json
+
+        from accelerate.utils import set_seed
+
+        from tunesmith.models.methods import load_trainable_state, trainable_state
+        from tunesmith.train.loop import train_loop
+
+        p, cfg = self.prepared, self.cfg
+        model = p.model
+        load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in global_state.items()})
+        seed = cfg.train.seed + 1000 * server_round + self.silo  # new batch order and dropout each round
+        set_seed(seed)
+        train_cfg = cfg.train.model_copy(update={"seed": seed, "early_stopping_patience": None})
+        base_loss = p.loss or self.task.loss
+        loss = base_loss if proximal_mu <= 0 else _proximal(base_loss, model, proximal_mu)
+        with tempfile.TemporaryDirectory(prefix=f"silo{self.silo}-") as tmp:
+            result = train_loop(loss, model, p.encoded["train"], p.lengths, p.collate,
+                                _monotone_evaluate(cfg.train.metric_for_best), train_cfg, local_epochs,
+                                cfg.train.learning_rate, Path(tmp), self.accelerator)
+            records = [json.loads(ln) for ln in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if ln]
+        self.accelerator.free_memory()  # Accelerate keeps every prepared model and optimizer otherwise
+        losses = [r["loss"] for r in records if r["type"] == "train"]
+        state = {k: v.numpy() for k, v in trainable_state(self.accelerator.unwrap_model(model)).items()}
+        return LocalResult(state, self.n, losses[-1] if losses else None, result.global_step)
+
+
+def _proximal(base, model: torch.nn.Module, mu: float):
+    """FedProx: the task's loss plus mu/2 * |w - w_global|^2 over the weights that train (and travel)."""
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def loss(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        value = base(m, batch)
+        params = dict(m.named_parameters())
+        prox = sum(((params[n] - a) ** 2).sum() for n, a in anchor.items())
+        return value + 0.5 * mu * prox
+
+    return loss
