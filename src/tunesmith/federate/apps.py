@@ -159,7 +159,9 @@ def make_strategy(fed: FederatedConfig, initial_record=None):
     """The configured Flower strategy, metered; every client evaluation is left to the server."""
     name, arg = parse_strategy(fed.strategy)
     n = fed.n_clients
-    sampled = max(math.ceil(n * fed.fraction_fit), fed.min_available_clients or 1)
+    # min_available_clients, when set, is also the round's minimum sample: a round goes on with the clients
+    # that remain (Flower's sampling waits until min_train_nodes are online)
+    sampled = fed.min_available_clients or max(math.ceil(n * fed.fraction_fit), 1)
     kwargs = dict(fraction_train=fed.fraction_fit, fraction_evaluate=0.0, min_train_nodes=sampled,
                   min_evaluate_nodes=0, min_available_nodes=fed.min_available_clients or n)
     if name == "fedprox":

@@ -48,13 +48,11 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
 def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), deployment: str = "simulation"):
     """Run a federated fine-tuning job; returns the finished run (tunesmith.run.Run).
 
-    deployment: `simulation` (Flower's simulation runtime, Ray, one machine). `local` (a SuperLink and one
-    SuperNode per silo as processes on 127.0.0.1) is not built yet."""
+    deployment: `simulation` (Flower's simulation runtime, Ray, one machine) or `local` (a SuperLink and one
+    SuperNode per silo as processes on 127.0.0.1, each SuperNode given only its silo's file: deploy.py)."""
     if deployment not in DEPLOYMENTS:
         raise UserError(f"--deployment {deployment!r}: expected one of {', '.join(DEPLOYMENTS)}")
     cfg = resolve_config(config, overrides)
-    if deployment != "simulation":
-        raise UserError(f"--deployment {deployment}: not available yet; use --deployment simulation")
     from tunesmith.federate.apps import require_flwr
 
     require_flwr()
@@ -74,7 +72,7 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
     default = f"federated-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = claim_run_dir(Path(cfg.output_dir), cfg.run_name or default, cfg.run_name is not None)
     try:
-        return _execute(cfg, task, data, silo_rows, run_dir, accelerator, Memo(enabled=False))
+        return _execute(cfg, task, data, silo_rows, run_dir, accelerator, Memo(enabled=False), deployment)
     except BaseException as err:
         _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
@@ -113,7 +111,8 @@ def _with_column(cfg: RunConfig, train: pd.DataFrame, column: str) -> pd.DataFra
     return train.assign(**{column: values.reindex(train[ROW]).to_numpy()})
 
 
-def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, memo) -> "object":
+def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, memo,
+             deployment: str = "simulation") -> "object":
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.metrics import headline
@@ -153,7 +152,12 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
         from tunesmith.federate.simulation import simulate
 
         hooks = model_hooks(task, resolved, data, prepared, accelerator, folder)
-        simulate(spec_path, hooks, fed, resolved.train.seed)
+        if deployment == "local":  # a SuperLink and one SuperNode per silo, real processes (deploy.py)
+            from tunesmith.federate.deploy import deploy_federation
+
+            deploy_federation(spec, spec_path, hooks, fed, resolved.train.seed)
+        else:
+            simulate(spec_path, hooks, fed, resolved.train.seed)
         seconds = time.perf_counter() - tic
         # the spec's silo paths are gone after this run; keep the spec for the record without them
         spec.silo_files = [f"silo-{i} ({len(s)} rows)" for i, s in enumerate(silos)]
