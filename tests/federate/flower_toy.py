@@ -24,6 +24,8 @@ def train(msg: Message, context: Context) -> Message:
     value = float(silo.read_text())
     if value < 0:
         raise RuntimeError(f"{silo}: a negative silo crashes its client")
+    # a marker that this silo's round-1 task is under way (the kill test waits for it)
+    silo.with_suffix(".training").touch()
     time.sleep(float(context.run_config["toy-sleep"]))
     arrays = [a + value for a in msg.content["arrays"].to_numpy_ndarrays()]
     content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": 1})})

@@ -80,7 +80,9 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
     from tunesmith.federate.client import LocalTrainer
     from tunesmith.federate.spec import load_spec
 
-    app = ClientApp()
+    from tunesmith.federate.privacy import client_mod
+
+    app = ClientApp(mods=[client_mod])  # clips the reply when the server asks for client-side DP
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -191,8 +193,11 @@ def build_server_app(hooks: "ServerHooks", fed: FederatedConfig, seed: int = 0) 
             record = hooks.record_round(server_round, _from_record(arrays), strategy.traffic.get(server_round, {}))
             return MetricRecord(record["validation"])
 
-        strategy.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
-                       timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
-                       evaluate_fn=evaluate)
+        from tunesmith.federate.privacy import wrap_strategy
+
+        runner = wrap_strategy(strategy, fed)  # Flower's DP wrapper around it when federated.dp is set
+        runner.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
+                     timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+                     evaluate_fn=evaluate)
 
     return app

@@ -86,7 +86,7 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
     with APP_CONFIG as its run config, wait for it and stop everything. FOLDER receives the app folder and
     every process's log. REQUIRED: how many SuperNodes must stay alive (fewer: the run is stopped).
     TIMEOUT: seconds the run may take once started. ON_STARTED(info) is called once the run is submitted
-    (tests use it to kill a SuperNode). Returns {run_id, status, nodes, lost, traffic}; raises
+    (tests use it to kill a SuperNode). Returns {run_id, status, node_configs, lost, traffic}; raises
     DeploymentError when the run does not finish as completed."""
     import tunesmith
 
@@ -104,10 +104,11 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
                                        "--port", str(port), "--disable-runtime-dependency-installation"])
         sup.wait_until(link, lambda: http_ok(f"http://127.0.0.1:{port}/health"), STARTUP_SECONDS,
                        "its HTTP API answered")
-        nodes = []
+        nodes, node_configs = [], []
         for i, silo in enumerate(silo_files):
             # a SuperNode knows its own silo's file and nothing else
             node_config = f"partition-id={i} silo-file={json.dumps(str(silo))}"
+            node_configs.append(node_config)
             nodes.append(sup.start(f"supernode-{i}", [
                 script("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
                 "--port", str(free_port()), "--node-config", node_config]))
@@ -162,7 +163,7 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
             time.sleep(POLL_SECONDS)
         if state.sub_status != "completed":
             raise DeploymentError(f"Flower run {run_id} {state}")
-        return {"run_id": run_id, "status": str(state), "nodes": len(nodes), "lost": lost,
+        return {"run_id": run_id, "status": str(state), "node_configs": node_configs, "lost": lost,
                 "traffic": control.traffic(run_id)}
     finally:
         if control is not None:
