@@ -222,19 +222,17 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
         federated["comparison"] = judge(y, logits, arms, data.labels, cfg.eval, cfg.train.seed)
         federated["comparison"]["epochs"] = epochs
     if fed.dp is not None:  # the privacy budget, and the DP model against the base model (privacy.py)
-        from tunesmith.federate.privacy import base_logits, judge
+        from tunesmith.federate import privacy
 
-        dp_logits, y = predict_logits(prepared.model, prepared.encoded["test"], prepared.evaluation_collate,
-                                      cfg.train.eval_batch_size, accelerator, task.logits)
-        federated["privacy"] = judge(y, dp_logits, base_logits(task, cfg, data, accelerator), fed, cfg.eval,
-                                     cfg.train.seed)
+        y, dp_logits, base_logits = privacy.test_logits(task, cfg, data, accelerator, load_global(folder))
+        federated["privacy"] = privacy.judge(y, dp_logits, base_logits, fed, cfg.eval, cfg.train.seed)
     results["federated"] = federated
     atomic_write_json(run_dir / "results.json", results)
     write_report(run_dir)
     if fed.dp is not None:
-        from tunesmith.federate.privacy import gate
+        from tunesmith.federate import privacy
 
-        gate(federated["privacy"])  # PrivacyGateError: federate() marks the run failed, the command exits 1
+        privacy.gate(federated["privacy"])  # PrivacyGateError: federate() marks the run failed, the command exits 1
     _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     return Run(run_dir, cfg, "completed", results)
 

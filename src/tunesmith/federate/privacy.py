@@ -164,14 +164,24 @@ def gate(privacy: dict) -> None:
         "clients")
 
 
-def base_logits(task, cfg, data, accelerator) -> np.ndarray:
-    """Test logits of the base model: the model every client starts round 1 from (same seed, same prepare)."""
+def test_logits(task, cfg, data, accelerator, global_state: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, DP model logits, base model logits) on the test split. Both models come from one fresh
+    prepare with the run's seed, the model every client starts round 1 from (the base); the DP model is it
+    with GLOBAL_STATE loaded. A fresh prepare, not the run's model: task.finish may have changed how that
+    one reads its inputs (the linear-probe feature cache)."""
     from accelerate.utils import set_seed
 
     from tunesmith.evaluate.inference import predict_logits
+    from tunesmith.models.methods import load_trainable_state
 
     set_seed(cfg.train.seed)
     p = task.prepare(cfg, data)
-    logits, _ = predict_logits(p.model, p.encoded["test"], p.evaluation_collate, cfg.train.eval_batch_size,
-                               accelerator, task.logits)
-    return logits
+
+    def logits() -> tuple[np.ndarray, np.ndarray]:
+        return predict_logits(p.model, p.encoded["test"], p.evaluation_collate, cfg.train.eval_batch_size,
+                              accelerator, task.logits)
+
+    base, y = logits()
+    load_trainable_state(p.model, global_state)
+    dp, _ = logits()
+    return y, dp, base
