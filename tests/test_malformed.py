@@ -164,6 +164,21 @@ CASES = [
     ("config-lora-on-images", lambda w, t: ["train", s(w["image_lora"])],
      ("train.method = 'lora'", "does not apply to task image-classification"), 2),
     ("config-probe-on-sft", lambda w, t: ["train", s(w["sft_probe"])], "train.method = 'linear-probe'", 2),
+    # federated
+    ("federate-bad-partition", lambda w, t: ["federate", s(w["cfg"]), "federated.partition=dirichlet:-1"],
+     "federated.partition = 'dirichlet:-1': dirichlet needs a positive concentration", 2),
+    ("federate-bad-strategy", lambda w, t: ["federate", s(w["cfg"]), "federated.strategy=fedsgd"],
+     "federated.strategy = 'fedsgd': expected fedavg, fedprox:MU", 2),
+    ("federate-partition-and-silo-files", lambda w, t: ["federate", s(w["cfg"]), "federated.partition=iid",
+                                                        f"federated.silo_files=[{w['good']},{w['good']}]"],
+     "give either partition", 2),
+    ("federate-transfer-against-method", lambda w, t: ["federate", s(w["cfg"]), "federated.transfer=head"],
+     ("train.method = 'full'", "federated.transfer = 'head'"), 2),
+    ("federate-unknown-deployment", lambda w, t: ["federate", s(w["cfg"]), "--deployment", "cloud"],
+     "--deployment 'cloud': expected one of simulation, local", 2),
+    ("federate-by-missing-column", lambda w, t: ["federate", s(w["cfg"]), "federated.transfer=full",
+                                                 f"output_dir={t}", "federated.partition=by-column:branch"],
+     "federated.partition = 'by-column:branch'", 2),
     # output paths
     ("output-dir-is-a-file", lambda w, t: ["train", s(w["out_file"])], "output_dir = ", 2),
     ("output-dir-under-a-file", lambda w, t: ["train", s(w["out_under_file"])], "Not a directory", 2),
@@ -306,7 +321,8 @@ class _Names(dict):
 def test_the_corpus_covers_every_command():
     commands = {c[1](_Names(), Path("."))[0] for c in CASES}
     assert len(CASES) >= 40
-    assert commands == {"train", "audit", "tune", "auto", "predict", "eval", "runs", "demo", "chat", "export", "serve"}
+    assert commands == {"train", "audit", "tune", "auto", "predict", "eval", "runs", "demo", "chat", "export", "serve",
+                        "federate"}
 
 
 # a typo gets click's usage line and error, exit code 2: (argv, what the error says)

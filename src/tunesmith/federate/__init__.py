@@ -3,8 +3,9 @@
 Entry point: `federate(config, overrides, deployment) -> Run`. Flower is imported only when a federation
 runs (install it with `pip install 'tunesmith[federated]'`). Layout: partition.py (silos from a table),
 spec.py (what every process needs), client.py (a silo's training round), server.py (global scoring and the
-round record), meter.py (bytes), apps.py (the Flower ClientApp and ServerApp), simulation.py (Flower's
-simulation runtime), compare.py (centralized and local-only models), entry.py (the job).
+round record), meter.py (bytes), apps.py (the Flower ClientApp and ServerApp), flower_app.py (module-level
+apps for a deployment runtime), simulation.py (Flower's simulation runtime), compare.py (centralized and
+local-only models), entry.py (the job).
 """
 from __future__ import annotations
 

@@ -142,19 +142,30 @@ def _metered(base: type):
             traffic.update(clients_ok=len(ok), clients_failed=sent - len(ok), bytes_received=sum(sizes),
                            bytes_received_per_client=max(sizes, default=0))
             if len(ok) < max(need, 1):
-                reasons = "; ".join(f"node {m.metadata.src_node_id}: {m.error.reason}"[:300] for m in failed)
+                reasons = "; ".join(f"node {m.metadata.src_node_id}: {_last_line(m.error.reason)}" for m in failed)
                 missing = sent - len(replies)
                 raise FederationError(
                     f"round {server_round}: {len(ok)} of {sent} clients replied successfully, {need} needed"
                     f"{f' ({missing} gave no reply before the timeout)' if missing else ''}"
                     f"{f'; failures: {reasons}' if reasons else ''}")
             arrays, metrics = super().aggregate_train(server_round, ok)
+            if arrays is not None:  # how far each client's tensors are from the new global ones (L2)
+                merged = _from_record(arrays)
+                traffic["client_distance"] = [
+                    float(np.sqrt(sum(float(np.sum((a - merged[k]) ** 2)) for k, a in
+                                      _from_record(m.content["arrays"]).items()))) for m in ok]
             if metrics is not None and "train-loss" in metrics:
                 traffic["train_loss"] = float(metrics["train-loss"])
             return arrays, metrics
 
     Metered.__name__ = Metered.__qualname__ = f"Metered{base.__name__}"
     return Metered
+
+
+def _last_line(reason: str) -> str:
+    """The exception line of an error reply (Ray wraps the client's traceback in the reason)."""
+    lines = [ln.strip() for ln in str(reason).strip().rstrip("'>").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no reason given")[:300]
 
 
 def make_strategy(fed: FederatedConfig, initial_record=None):
@@ -175,10 +186,14 @@ def make_strategy(fed: FederatedConfig, initial_record=None):
     return strategy
 
 
-def build_server_app(hooks: "ServerHooks", fed: FederatedConfig, seed: int = 0) -> "ServerApp":
+def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | None = None,
+                     seed: int | None = None) -> "ServerApp":
     """A ServerApp that runs FED.rounds rounds of the configured strategy from HOOKS.initial and scores the
     global model with HOOKS after each (round 0: before training); HOOKS writes rounds.jsonl and the best
-    global tensors. A failed round raises FederationError out of the ServerApp."""
+    global tensors. A failed round raises FederationError out of the ServerApp.
+
+    Left out, HOOKS, FED and SEED come from the spec named by `context.run_config["tunesmith-spec"]`
+    (server.hooks_from_spec), for a ServerApp started by a deployment runtime in a process of its own."""
     from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
 
@@ -186,6 +201,18 @@ def build_server_app(hooks: "ServerHooks", fed: FederatedConfig, seed: int = 0) 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        nonlocal hooks, fed, seed
+        if hooks is None or fed is None or seed is None:
+            from tunesmith.federate.server import hooks_from_spec
+            from tunesmith.federate.spec import load_spec
+
+            path = str(context.run_config.get(SPEC_KEY, ""))
+            if not path:
+                raise UserError(f"no federation spec: set run_config {SPEC_KEY} or pass hooks to build_server_app")
+            cfg = load_spec(path).run_config
+            fed = fed or cfg.federated
+            seed = cfg.train.seed if seed is None else seed
+            hooks = hooks or hooks_from_spec(path)
         random.seed(seed)  # Flower samples the round's clients with the random module
         strategy = make_strategy(fed)
 

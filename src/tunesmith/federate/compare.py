@@ -44,10 +44,9 @@ def judge(y: np.ndarray, federated: np.ndarray, arms: dict[str, np.ndarray], lab
     out: dict = {"arms": {}}
     for name, logits in arms.items():
         pred = logits.argmax(1)
-        out["arms"][name] = {"test": _brief(scored(y, logits, labels, eval_cfg, seed)),
-                             "federated_minus": {k: paired_bootstrap(y, fed_pred, pred, fn, eval_cfg.bootstrap_resamples,
-                                                                     eval_cfg.confidence_level, seed)
-                                                 for k, fn in fns.items()}}
+        minus = {k: paired_bootstrap(y, fed_pred, pred, fn, eval_cfg.bootstrap_resamples, eval_cfg.confidence_level,
+                                     seed) for k, fn in fns.items()}
+        out["arms"][name] = {"test": _brief(scored(y, logits, labels, eval_cfg, seed)), "federated_minus": minus}
     silos = [n for n in out["arms"] if n.startswith("silo-")]
     if silos:
         accs = {n: out["arms"][n]["test"]["accuracy"] for n in silos}

@@ -3,13 +3,10 @@
 What runs: one `flower-superlink` (Control, Fleet and Runtime APIs on one HTTP port since Flower 1.42),
 one `flower-supernode` per silo whose node config names only that silo's file (`silo-file`), and a run of
 a generated Flower App (FOLDER/deploy/app/pyproject.toml) whose components are import strings into
-tunesmith.federate.deployed: the same ClientApp as the simulation (apps.build_client_app) and the same
-ServerApp builder (apps.build_server_app). The SuperLink runs the ServerApp and each SuperNode each
-ClientApp task in a subprocess of its own (Flower's default `subprocess` isolation).
-
-The ServerApp process records each round's global tensors and traffic (RoundRecorder); once the run has
-finished, this process scores them with the same ServerHooks the simulation uses, so rounds.jsonl and
-global.safetensors come out as in simulation mode.
+tunesmith.federate.flower_app: the same ClientApp and ServerApp builders as the simulation
+(apps.build_client_app, apps.build_server_app), configured from the spec named in the run config. The
+SuperLink runs the ServerApp and each SuperNode each ClientApp task in a subprocess of its own (Flower's
+default `subprocess` isolation); the ServerApp writes rounds.jsonl and global.safetensors as in simulation.
 
 Outcome, deterministic: the run's Flower status decides (finished:completed, else DeploymentError).
 A SuperNode that exits during the run is removed from the federation at once (its pending message gets an
@@ -32,9 +29,7 @@ from typing import Callable
 
 from tunesmith.federate.processes import DeploymentError, Supervisor, flower_env, free_port, http_ok, script
 
-APP_MODULE = "tunesmith.federate.deployed"
-SEED_KEY = "tunesmith-seed"
-RECORD_KEY = "tunesmith-record"
+APP_MODULE = "tunesmith.federate.flower_app"
 STARTUP_SECONDS = 120.0  # generous: on a loaded 2-core machine a Flower process takes several seconds to import
 POLL_SECONDS = 0.5
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
@@ -177,75 +172,24 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
         shutil.rmtree(home, ignore_errors=True)
 
 
-class RoundRecorder:
-    """ServerHooks' stand-in inside the ServerApp process: keeps each round's global tensors and traffic in
-    FOLDER (round-N.safetensors, rounds.jsonl) for `replay`; the initial tensors come from
-    FOLDER/initial.safetensors, written by `save_initial`."""
+def deploy_federation(spec_path: Path, hooks, fed, seed: int) -> dict:
+    """The `local` runner of entry.RUNNERS: run the federation of the spec at SPEC_PATH as local processes.
+    The ServerApp process builds its own ServerHooks from the spec (server.hooks_from_spec: the same model,
+    seed and validation rows as HOOKS, which this runner does not need) and writes rounds.jsonl and
+    global.safetensors into spec.folder as in simulation. The SuperNodes get spec.silo_files one each; the
+    spec the processes read lists none of them. Returns run_local's summary, also written to
+    spec.folder/deploy/deployment.json."""
+    from tunesmith.federate.apps import SPEC_KEY
+    from tunesmith.federate.spec import load_spec
 
-    def __init__(self, folder: Path) -> None:
-        from safetensors.numpy import load_file
-
-        self.folder = Path(folder)
-        self.initial = load_file(str(self.folder / "initial.safetensors"))
-        self.started = time.perf_counter()
-
-    def record_round(self, server_round: int, state: dict, traffic: dict) -> dict:
-        from safetensors.numpy import save_file
-
-        import numpy as np
-
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()},
-                  str(self.folder / f"round-{server_round}.safetensors"))
-        entry = {"round": server_round, "traffic": traffic,
-                 "server_seconds": round(time.perf_counter() - self.started, 2)}
-        with (self.folder / "rounds.jsonl").open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-        return {"round": server_round, "validation": {}}
-
-
-def save_initial(initial: dict, folder: Path) -> None:
-    """The global tensors before round 1, for RoundRecorder."""
-    from safetensors.numpy import save_file
-
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in initial.items()}, str(folder / "initial.safetensors"))
-
-
-def replay(folder: Path, hooks) -> int:
-    """Score the rounds the ServerApp process recorded in FOLDER with HOOKS (ServerHooks.record_round), in
-    order, then delete their tensors; the number of rounds."""
-    from safetensors.numpy import load_file
-
-    path = Path(folder) / "rounds.jsonl"
-    entries = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
-    for entry in entries:
-        tensors = Path(folder) / f"round-{entry['round']}.safetensors"
-        hooks.record_round(entry["round"], load_file(str(tensors)),
-                           {**entry["traffic"], "server_seconds": entry["server_seconds"]})
-        tensors.unlink()
-    return len(entries)
-
-
-def deploy_federation(spec, spec_path: Path, hooks, fed, seed: int) -> dict:
-    """Run the federation of SPEC (saved at SPEC_PATH) as local processes; HOOKS (server.model_hooks) score
-    the rounds afterwards. The SuperNodes get spec.silo_files one each; the spec the processes read lists
-    none of them. Returns run_local's summary, also written to FOLDER/deploy/deployment.json."""
+    spec = load_spec(spec_path)
     folder = Path(spec.folder) / "deploy"
-    record = folder / "record"
-    if record.exists():
-        shutil.rmtree(record)
-    save_initial(hooks.initial, record)
     shared = replace(spec, silo_files=[f"silo-{i} (kept by its SuperNode)" for i in range(len(spec.silo_files))])
     shared_path = shared.save(folder / "spec.json")
     required = fed.min_available_clients or fed.n_clients
     # each round may take round_timeout; the ServerApp's and every ClientApp's start come on top
     timeout = fed.round_timeout * fed.rounds + STARTUP_SECONDS
-    from tunesmith.federate.apps import SPEC_KEY
-
-    summary = run_local({SPEC_KEY: str(shared_path), SEED_KEY: int(seed), RECORD_KEY: str(record)},
-                        list(spec.silo_files), folder, required, timeout, threads=max(1, int(fed.client_cpus)))
-    summary["rounds"] = replay(record, hooks)
+    summary = run_local({SPEC_KEY: str(shared_path)}, list(spec.silo_files), folder, required, timeout,
+                        threads=max(1, int(fed.client_cpus)))
     (folder / "deployment.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

@@ -19,6 +19,10 @@ from tunesmith.federate.spec import TRANSFER_METHOD, FedSpec
 from tunesmith.io import atomic_write_json
 
 DEPLOYMENTS = ("simulation", "local")
+# deployment -> "module:function" that runs the rounds: runner(spec_path, hooks, fed, seed), raising when the
+# federation fails (see simulation.simulate). A deployment without a runner is refused before any compute.
+RUNNERS: dict[str, str] = {"simulation": "tunesmith.federate.simulation:simulate",
+                           "local": "tunesmith.federate.deploy:deploy_federation"}
 SUPPORTED_TASKS = ("text-classification",)
 
 
@@ -53,11 +57,14 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
     if deployment not in DEPLOYMENTS:
         raise UserError(f"--deployment {deployment!r}: expected one of {', '.join(DEPLOYMENTS)}")
     cfg = resolve_config(config, overrides)
+    if deployment not in RUNNERS:
+        raise UserError(f"--deployment {deployment}: not available yet; use --deployment "
+                        f"{' or '.join(RUNNERS)}")
     from tunesmith.federate.apps import require_flwr
 
     require_flwr()
     from tunesmith.memo import Memo
-    from tunesmith.run import _accelerator, _audit, _mark, _slug, claim_run_dir
+    from tunesmith.run import _accelerator, _mark, _slug, claim_run_dir
     from tunesmith.tasks import get_task
 
     task = get_task(cfg.task)
@@ -111,6 +118,14 @@ def _with_column(cfg: RunConfig, train: pd.DataFrame, column: str) -> pd.DataFra
     return train.assign(**{column: values.reindex(train[ROW]).to_numpy()})
 
 
+def runner(deployment: str):
+    """The function that runs the rounds for DEPLOYMENT (RUNNERS)."""
+    import importlib
+
+    module, _, name = RUNNERS[deployment].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, memo,
              deployment: str = "simulation") -> "object":
     from accelerate.utils import set_seed
@@ -144,20 +159,15 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
     tmp = Path(tempfile.mkdtemp(prefix="tunesmith-silos-"))  # the silos' rows live outside the run folder
     try:
         files = [str(write_silo(s, tmp / f"silo-{i}.silo.jsonl")) for i, s in enumerate(silos)]
+        validation = write_silo(data.splits["validation"], folder / "validation.silo.jsonl")
         spec = FedSpec(config=resolved.model_dump(mode="json"), labels=list(data.labels), silo_files=files,
-                       folder=str(folder))
+                       folder=str(folder), validation_file=str(validation))
         spec_path = spec.save(folder / "spec.json")
         tic = time.perf_counter()
         from tunesmith.federate.server import model_hooks
-        from tunesmith.federate.simulation import simulate
 
         hooks = model_hooks(task, resolved, data, prepared, accelerator, folder)
-        if deployment == "local":  # a SuperLink and one SuperNode per silo, real processes (deploy.py)
-            from tunesmith.federate.deploy import deploy_federation
-
-            deploy_federation(spec, spec_path, hooks, fed, resolved.train.seed)
-        else:
-            simulate(spec_path, hooks, fed, resolved.train.seed)
+        runner(deployment)(spec_path, hooks, fed, resolved.train.seed)
         seconds = time.perf_counter() - tic
         # the spec's silo paths are gone after this run; keep the spec for the record without them
         spec.silo_files = [f"silo-{i} ({len(s)} rows)" for i, s in enumerate(silos)]

@@ -12,7 +12,8 @@ from tunesmith.config import parse_partition
 from tunesmith.errors import UserError
 
 
-def partition_rows(df: pd.DataFrame, spec: str, clients: int, seed: int, label_column: str = "label") -> list[np.ndarray]:
+def partition_rows(df: pd.DataFrame, spec: str, clients: int, seed: int,
+                   label_column: str = "label") -> list[np.ndarray]:
     """Row positions (0..len(df)-1) of each of CLIENTS silos, by SPEC (see config.parse_partition).
 
     by-column gives one silo per distinct value of the column, so CLIENTS must equal their number."""

@@ -75,3 +75,28 @@ def model_hooks(task, cfg, data, prepared, accelerator, folder: Path) -> ServerH
 
     initial = {k: v.numpy() for k, v in trainable_state(model).items()}
     return ServerHooks(initial=initial, evaluate=evaluate, metric=cfg.train.metric_for_best, folder=Path(folder))
+
+
+def hooks_from_spec(spec_path: str | Path) -> ServerHooks:
+    """ServerHooks built from the spec alone, for a ServerApp in a process of its own (a deployment): the
+    model as every client builds it (same seed, same config), scored on the spec's validation_file."""
+    from accelerate.utils import set_seed
+
+    from tunesmith.errors import UserError
+    from tunesmith.federate.client import read_silo
+    from tunesmith.federate.spec import load_spec
+    from tunesmith.run import _accelerator
+    from tunesmith.tasks import get_task
+    from tunesmith.tasks.base import TaskData
+
+    spec = load_spec(spec_path)
+    if not spec.validation_file:
+        raise UserError(f"{spec_path}: the spec names no validation_file for the server to score the global model")
+    cfg = spec.run_config
+    task = get_task(cfg.task)
+    rows = read_silo(spec.validation_file, cfg, task)
+    data = TaskData(splits={"train": rows.iloc[:1], "validation": rows, "test": rows.iloc[:1]},
+                    labels=list(spec.labels))
+    set_seed(cfg.train.seed)  # the clients' seed: the same frozen weights and initial head
+    prepared = task.prepare(cfg, data)
+    return model_hooks(task, cfg, data, prepared, _accelerator(cfg), Path(spec.folder))

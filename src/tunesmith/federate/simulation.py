@@ -20,8 +20,9 @@ def backend_config(fed: FederatedConfig) -> dict:
     cores = max(1, min(os.cpu_count() or 1, int(fed.n_clients * fed.client_cpus + 0.999)))
     gpus = 1.0 / fed.n_clients if torch.cuda.is_available() else 0.0
     return {"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": gpus},
-            "init_args": {"num_cpus": max(cores, int(fed.client_cpus + 0.999)), "object_store_memory": OBJECT_STORE_BYTES,
-                          "include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True}}
+            "init_args": {"num_cpus": max(cores, int(fed.client_cpus + 0.999)),
+                          "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False,
+                          "logging_level": logging.ERROR, "log_to_driver": True}}
 
 
 def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: int) -> None:
@@ -32,6 +33,7 @@ def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: in
     from tunesmith.federate.apps import build_client_app, build_server_app
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a client with no GPU share sees none
     # Ray workers start from this environment: keep each to the cores Ray gives it
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(fed.client_cpus))))
     run_simulation(server_app=build_server_app(hooks, fed, seed), client_app=build_client_app(spec_path),

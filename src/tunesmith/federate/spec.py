@@ -19,11 +19,13 @@ TRANSFER_METHOD = {"adapter": "lora", "head": "linear-probe", "full": "full"}
 class FedSpec:
     """config: the resolved run config (max_length, method, epochs fixed); labels: the global label list
     (a silo may lack some classes, its head must not); silo_files: one data file per silo; folder: where
-    the server writes rounds.jsonl and the global weights."""
+    the server writes rounds.jsonl and the global weights; validation_file: the rows the server scores the
+    global model on each round (the run's validation split, as loaded and audited)."""
     config: dict
     labels: list[str]
     silo_files: list[str]
     folder: str
+    validation_file: str | None = None
 
     @property
     def run_config(self) -> RunConfig:
