@@ -74,7 +74,8 @@ def test_app_folder_is_a_flower_app(tmp_path):
     app = write_app(tmp_path / "app", {"tunesmith-spec": "/x/spec.json"})
     config, _ = load_and_validate(app / "pyproject.toml", check_module=False)
     assert config["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "tunesmith.federate.flower_app:server_app", "clientapp": "tunesmith.federate.flower_app:client_app"}
+        "serverapp": "tunesmith.federate.flower_app:server_app",
+        "clientapp": "tunesmith.federate.flower_app:client_app"}
     assert config["tool"]["flwr"]["app"]["config"] == {"tunesmith-spec": "/x/spec.json"}
 
 
