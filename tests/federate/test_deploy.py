@@ -136,8 +136,11 @@ def test_federate_local_end_to_end(tmp_path, tiny_model):
     assert deployment["status"] == "finished:completed" and deployment["lost"] == {}
     for i, node_config in enumerate(deployment["node_configs"]):
         assert node_config.count("silo-file=") == 1 and f"silo-{i}.silo.jsonl" in node_config
-    shared = json.loads((run_dir / "federation" / "deploy" / "spec.json").read_text())
-    assert not any("/" in f for f in shared["silo_files"])  # the spec the processes read names no silo file
+    # the spec the processes read (the app's run config names it) lists no silo file
+    app_config = (run_dir / "federation" / "deploy" / "app" / "pyproject.toml").read_text()
+    shared_path = run_dir / "federation" / "deploy" / "spec.json"
+    assert f'tunesmith-spec = "{shared_path}"' in app_config
+    assert not any("/" in f for f in json.loads(shared_path.read_text())["silo_files"])
     test = pd.read_csv(run_dir / "test_predictions.csv")
     test[["text"]].to_csv(tmp_path / "in.csv", index=False)
     assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.csv"), "--output",

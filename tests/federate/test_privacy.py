@@ -106,7 +106,8 @@ def test_useless_dp_trips_the_gate(tmp_path, tiny_model, capsys):
 
     from tunesmith.cli import main
 
-    cfg = _dp_config(tmp_path, tiny_model, {"side": "server", "clip": 1.0, "noise_multiplier": 1000.0})
+    cfg = _dp_config(tmp_path, tiny_model, {"side": "server", "clip": 1.0, "noise_multiplier": 1000.0},
+                     rounds=1, local_epochs=1)
     (tmp_path / "dp.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["federate", str(tmp_path / "dp.yaml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -117,6 +118,7 @@ def test_useless_dp_trips_the_gate(tmp_path, tiny_model, capsys):
     privacy = json.loads((run_dir / "results.json").read_text())["federated"]["privacy"]
     assert privacy["passed"] is False and privacy["dp_minus_base_accuracy"]["low"] <= 0
     assert 0 < privacy["epsilon"] < 0.1  # so much noise buys a tiny epsilon
+    assert privacy["rounds"] == 1 and privacy["clients_per_round"] == 2
 
 
 @pytest.mark.slow
