@@ -101,7 +101,8 @@ def _dp_config(tmp_path, tiny_model, dp: dict, rows: int = 160, **federated) -> 
 
 def test_useless_dp_trips_the_gate(tmp_path, tiny_model, capsys):
     """Noise 1000 times the clipping norm: the model cannot beat the base model; the run says so in one
-    line, exits 1 and its folder is marked failed."""
+    line, exits 1 and its folder is marked failed. Run as real processes (--deployment local): Flower's DP
+    wrapper in the SuperLink's ServerApp, and no Ray memory monitor killing clients on a loaded machine."""
     import yaml
 
     from tunesmith.cli import main
@@ -109,7 +110,7 @@ def test_useless_dp_trips_the_gate(tmp_path, tiny_model, capsys):
     cfg = _dp_config(tmp_path, tiny_model, {"side": "server", "clip": 1.0, "noise_multiplier": 1000.0},
                      rounds=1, local_epochs=1)
     (tmp_path / "dp.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["federate", str(tmp_path / "dp.yaml")]) == 1
+    assert main(["federate", str(tmp_path / "dp.yaml"), "--deployment", "local"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: federated run failed: PrivacyGateError: differential privacy gate: the DP "
                               "model does not beat the base model on the test split")
