@@ -28,7 +28,7 @@ def config(a, output_dir: str) -> dict:
     from tunesmith.demo import bbc_news_csv
 
     return {"task": "text-classification", "model": {"name": "minilm-l6", "max_length": a.max_length},
-            "data": {"train": str(bbc_news_csv())},
+            "data": {"train": str(bbc_news_csv()), "max_train_rows": a.max_train_rows},
             "train": {"method": "lora", "learning_rate": a.lr, "batch_size": 16, "seed": a.seed},
             # BBC News repeats some articles across topics and splits: fix removes the leaks and conflicts
             "audit": {"on_issue": "fix", "label_errors": False},
@@ -74,7 +74,8 @@ def append(a, f: dict) -> None:
     lines = [f"\n## {dt.date.today()} — federated LoRA on Flower: BBC News, minilm-l6, {a.clients} silos, "
              f"Dirichlet α={a.alpha} ({platform.machine()}, {os.cpu_count()} cores{', ' + a.note if a.note else ''})\n",
              f"`python bench/bench_federated.py --clients {a.clients} --alpha {a.alpha} --rounds {a.rounds} "
-             f"--local-epochs {a.local_epochs} --lr {a.lr} --max-length {a.max_length}` (FedAvg, LoRA r=8 + head; "
+             f"--local-epochs {a.local_epochs} --lr {a.lr} --max-length {a.max_length}"
+             f"{f' --max-train-rows {a.max_train_rows}' if a.max_train_rows else ''}` (FedAvg, LoRA r=8 + head; "
              f"same global test split of {f['test_rows']} rows; paired bootstrap 95% intervals)\n",
              "| model | test accuracy | federated minus it |", "|---|---|---|",
              f"| federated (round {f['best_round']} of {a.rounds}) | {f['federated_accuracy']:.4f} | |",
@@ -102,6 +103,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--strategy", default="fedavg")
+    p.add_argument("--max-train-rows", type=int, default=None, help="a seeded stratified sample of the training "
+                   "split (quick runs on a loaded machine); default: all")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output-dir", default=None)
     p.add_argument("--note", default="", help="e.g. 'contended (load 8)': printed with the times")

@@ -98,9 +98,9 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
         config = msg.content["config"]
         result = trainer.train(_from_record(msg.content["arrays"]), int(config["local-epochs"]),
                                int(config["server-round"]), float(config.get("proximal-mu", 0.0)))
-        metrics = {"num-examples": result.num_examples, "local-steps": result.steps}
-        if result.train_loss is not None:
-            metrics["train-loss"] = float(result.train_loss)
+        # the same keys from every client: Flower refuses to aggregate metric records that differ
+        metrics = {"num-examples": result.num_examples, "local-steps": result.steps,
+                   "train-loss": float("nan") if result.train_loss is None else float(result.train_loss)}
         content = RecordDict({"arrays": _to_record(result.state), "metrics": MetricRecord(metrics)})
         return Message(content=content, reply_to=msg)
 
@@ -154,6 +154,8 @@ def _metered(base: type):
                 traffic["client_distance"] = [
                     float(np.sqrt(sum(float(np.sum((a - merged[k]) ** 2)) for k, a in
                                       _from_record(m.content["arrays"]).items()))) for m in ok]
+                traffic["client_examples"] = [int(next(iter(m.content.metric_records.values()))["num-examples"])
+                                              for m in ok]
             if metrics is not None and "train-loss" in metrics:
                 traffic["train_loss"] = float(metrics["train-loss"])
             return arrays, metrics

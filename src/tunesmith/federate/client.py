@@ -69,6 +69,9 @@ class LocalTrainer:
 
         from accelerate.utils import set_seed
 
+        from tunesmith.models import quiet_hf
+
+        quiet_hf()  # this may be a fresh process (a Ray actor, a SuperNode's ClientApp)
         cfg = spec.run_config
         self.cfg, self.silo, self.task = cfg, silo, get_task(cfg.task)
         path = silo_file or spec.silo_files[silo]
@@ -109,6 +112,7 @@ class LocalTrainer:
                                 _monotone_evaluate(cfg.train.metric_for_best), train_cfg, local_epochs,
                                 cfg.train.learning_rate, Path(tmp), self.accelerator)
             records = [json.loads(ln) for ln in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if ln]
+        self.accelerator.free_memory()  # Accelerate keeps every prepared model and optimizer otherwise
         losses = [r["loss"] for r in records if r["type"] == "train"]
         state = {k: v.numpy() for k, v in trainable_state(self.accelerator.unwrap_model(model)).items()}
         return LocalResult(state, self.n, losses[-1] if losses else None, result.global_step)

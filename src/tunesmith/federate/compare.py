@@ -29,6 +29,7 @@ def train_arm(task, cfg, data, rows: pd.DataFrame, epochs: int, accelerator) -> 
                    cfg.train.learning_rate, Path(tmp), accelerator)
     logits, _ = predict_logits(p.model, p.encoded["test"], p.evaluation_collate, cfg.train.eval_batch_size,
                                accelerator, task.logits)
+    accelerator.free_memory()  # drop Accelerate's references to this arm's model and optimizer
     return logits
 
 
