@@ -375,3 +375,11 @@ def _fit(cfg, task, data, splits: dict, run_dir: Path, accelerator, callbacks) -
     results = task.finish(cfg, data, None, accelerator, training, run_dir)
     _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     return Run(run_dir, cfg, "completed", results)
+
+
+# The steps another entry point that writes an ordinary run folder (tunesmith.federate) shares with fine_tune.
+make_accelerator = _accelerator
+audit_run = _audit
+describe_run = _describe
+mark_status = _mark
+folder_slug = _slug

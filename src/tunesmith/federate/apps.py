@@ -30,7 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SPEC_KEY = "tunesmith-spec"
 SILO_KEY = "silo-file"
-_TRAINERS: dict[tuple[str, int, str | None], object] = {}  # per process: a silo's model and rows, kept across rounds
+# per process: the last silo's model and rows, reused while the same silo comes back (a SuperNode's always
+# does). One at a time: a Ray actor serves several silos, and a model per silo ran a shared machine out of
+# memory (Ray's memory monitor killed the actors) in the BBC benchmark
+_TRAINERS: dict[tuple[str, int, str | None], object] = {}
 
 
 class FederationError(RuntimeError):
@@ -93,6 +96,10 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
         silo, own = silo_of(context.node_config, len(spec.silo_files))
         key = (path, silo, own)
         if key not in _TRAINERS:
+            import gc
+
+            _TRAINERS.clear()
+            gc.collect()
             _TRAINERS[key] = LocalTrainer(spec, silo, own)
         trainer: LocalTrainer = _TRAINERS[key]  # type: ignore[assignment]
         config = msg.content["config"]

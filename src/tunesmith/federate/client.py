@@ -63,7 +63,7 @@ class LocalTrainer:
     """A silo's model and encoded rows, built once per process and reused every round."""
 
     def __init__(self, spec: FedSpec, silo: int, silo_file: str | Path | None = None) -> None:
-        from tunesmith.run import _accelerator
+        from tunesmith.run import make_accelerator
         from tunesmith.tasks import get_task
         from tunesmith.tasks.base import TaskData
 
@@ -85,7 +85,7 @@ class LocalTrainer:
                         labels=list(spec.labels))
         set_seed(cfg.train.seed)  # same seed as the server: identical frozen weights and initial head
         self.prepared = self.task.prepare(cfg, data)
-        self.accelerator = _accelerator(cfg)
+        self.accelerator = make_accelerator(cfg)
         self.n = len(rows)
         self.label_counts = rows["label"].astype(str).value_counts().to_dict()
 

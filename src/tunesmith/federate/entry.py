@@ -64,7 +64,7 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
 
     require_flwr()
     from tunesmith.memo import Memo
-    from tunesmith.run import _accelerator, _mark, _slug, claim_run_dir
+    from tunesmith.run import claim_run_dir, folder_slug, make_accelerator, mark_status
     from tunesmith.tasks import get_task
 
     task = get_task(cfg.task)
@@ -75,13 +75,13 @@ def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), depl
 
         silo_rows = [read_silo(p, cfg, task) for p in cfg.federated.silo_files]
         data.splits["train"] = pd.concat(silo_rows, ignore_index=True)
-    accelerator = _accelerator(cfg)
-    default = f"federated-{_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    accelerator = make_accelerator(cfg)
+    default = f"federated-{folder_slug(cfg.model.name)}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = claim_run_dir(Path(cfg.output_dir), cfg.run_name or default, cfg.run_name is not None)
     try:
         return _execute(cfg, task, data, silo_rows, run_dir, accelerator, Memo(enabled=False), deployment)
     except BaseException as err:
-        _mark(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        mark_status(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
@@ -130,17 +130,16 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
              deployment: str = "simulation") -> "object":
     from accelerate.utils import set_seed
 
-    from tunesmith.evaluate.metrics import headline
     from tunesmith.federate.client import write_silo
     from tunesmith.federate.partition import label_distribution
     from tunesmith.models import quiet_hf
-    from tunesmith.run import DEFAULT_LR, Run, _audit, _describe, _mark
+    from tunesmith.run import DEFAULT_LR, audit_run, describe_run, mark_status
 
     quiet_hf()
     fed = cfg.federated
-    _mark(run_dir, "running")
+    mark_status(run_dir, "running")
     save_config(cfg, run_dir / "config.yaml")
-    data, splits, _ = _audit(cfg, task, data, run_dir, True, False, memo)
+    data, splits, _ = audit_run(cfg, task, data, run_dir, True, False, memo)
     silos = _silos(cfg, data, silo_rows)
     lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
     resolved = cfg.model_copy(deep=True)
@@ -151,7 +150,7 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
     save_config(resolved, run_dir / "config.yaml")
     distribution = label_distribution(pd.concat([s["label"] for s in silos], ignore_index=True),
                                       _positions(silos), data.labels)
-    _describe(run_dir, resolved, task, data, splits, accelerator,
+    describe_run(run_dir, resolved, task, data, splits, accelerator,
               {**prepared.resolved, "federated": {"silo_rows": [len(s) for s in silos],
                                                   "silo_label_counts": distribution}})
     folder = run_dir / "federation"
@@ -174,8 +173,7 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
         spec.save(spec_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _finish(resolved, task, data, prepared, accelerator, silos, distribution, seconds, run_dir, Run,
-                   headline, _mark)
+    return _finish(resolved, task, data, prepared, accelerator, silos, distribution, seconds, run_dir)
 
 
 def _positions(silos: list[pd.DataFrame]) -> list:
@@ -185,9 +183,12 @@ def _positions(silos: list[pd.DataFrame]) -> list:
     return [np.arange(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
 
 
-def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds, run_dir, Run, headline, _mark):
+def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds, run_dir):
+    """The ordinary run folder from the best round's global model, plus the federated comparison."""
     import json
 
+    from tunesmith.evaluate.metrics import headline
+    from tunesmith.run import Run, mark_status
     from tunesmith.evaluate.inference import predict_logits
     from tunesmith.evaluate.report import write_report
     from tunesmith.federate.compare import judge, train_arm
@@ -243,7 +244,7 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
         from tunesmith.federate import privacy
 
         privacy.gate(federated["privacy"])  # PrivacyGateError: federate() marks the run failed, the command exits 1
-    _mark(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
+    mark_status(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     return Run(run_dir, cfg, "completed", results)
 
 

@@ -85,7 +85,7 @@ def hooks_from_spec(spec_path: str | Path) -> ServerHooks:
     from tunesmith.errors import UserError
     from tunesmith.federate.client import read_silo
     from tunesmith.federate.spec import load_spec
-    from tunesmith.run import _accelerator
+    from tunesmith.run import make_accelerator
     from tunesmith.tasks import get_task
     from tunesmith.tasks.base import TaskData
 
@@ -99,4 +99,4 @@ def hooks_from_spec(spec_path: str | Path) -> ServerHooks:
                     labels=list(spec.labels))
     set_seed(cfg.train.seed)  # the clients' seed: the same frozen weights and initial head
     prepared = task.prepare(cfg, data)
-    return model_hooks(task, cfg, data, prepared, _accelerator(cfg), Path(spec.folder))
+    return model_hooks(task, cfg, data, prepared, make_accelerator(cfg), Path(spec.folder))
