@@ -93,6 +93,7 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
     control = None
     run_id = None
     sup = Supervisor(folder / "logs", env)
+    restore = _exit_on_sigterm()
     try:
         port = free_port()
         link = sup.start("superlink", [script("flower-superlink"), "--insecure", "--host", "127.0.0.1",
@@ -170,6 +171,23 @@ def run_local(app_config: dict, silo_files: list[str], folder: Path, required: i
             control.close()
         sup.close()
         shutil.rmtree(home, ignore_errors=True)
+        restore()
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into SystemExit while the deployment runs, so that `finally` stops the processes (the
+    SuperLink and SuperNodes do not watch their parent); returns the function that puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def deploy_federation(spec_path: Path, hooks, fed, seed: int) -> dict:
