@@ -108,7 +108,9 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config file."
 def federate(config: Path = typer.Argument(..., help="YAML config file with a federated: section."),
              overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
              deployment: str = typer.Option("simulation", "--deployment", help="simulation: Flower's simulation "
-                                            "runtime on this machine (Ray)."),
+                                            "runtime on this machine (Ray). local: a SuperLink and one SuperNode "
+                                            "per silo as processes on 127.0.0.1, each given only its silo's "
+                                            "file."),
              force: bool = typer.Option(False, "--force", help="Train even when the data audit finds blocking "
                                         "issues (same as audit.on_issue=warn).")) -> None:
     """Federated fine-tuning on Flower: silos that never share rows train one model; the report compares it

@@ -393,6 +393,19 @@ def parse_strategy(value: str) -> tuple[str, float | None]:
     raise ValueError("expected fedavg, fedprox:MU (e.g. fedprox:0.01) or fedadam")
 
 
+class DpConfig(_Strict):
+    side: Literal["server", "client"] = Field("server", description="Where each client's update is clipped: "
+                                               "server (the server clips what it receives; clients trust it) or "
+                                               "client (each client clips before sending, Flower's "
+                                               "fixedclipping_mod). The server adds the noise either way.")
+    clip: float = Field(..., gt=0.0, description="L2 norm each client's update (new minus global tensors) is "
+                        "clipped to.")
+    noise_multiplier: float = Field(..., ge=0.0, description="Gaussian noise on the averaged update, standard "
+                                    "deviation noise_multiplier * clip / clients per round. More noise, smaller "
+                                    "epsilon, worse model.")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="The delta the privacy budget epsilon is reported at.")
+
+
 class FederatedConfig(_Strict):
     clients: int | None = Field(None, ge=2, le=1000, description="Silos (Flower SuperNodes), each training on its "
                                 "own rows. Default: one per silo file, else 3.")
@@ -423,6 +436,9 @@ class FederatedConfig(_Strict):
     compare: bool = Field(True, description="Also train the comparison models on the same test split: "
                           "centralized (all silos pooled, same epochs) and each silo alone.")
     round_timeout: float = Field(3600.0, gt=0.0, description="Seconds the server waits for a round's replies.")
+    dp: DpConfig | None = Field(None, description="Differential privacy per client (silo), through Flower's DP "
+                                "wrappers: {side, clip, noise_multiplier, delta}. The report gives epsilon at delta; "
+                                "the run fails when the DP model does not beat the base model on the test split.")
 
     @field_validator("partition")
     @classmethod

@@ -83,7 +83,9 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
     from tunesmith.federate.client import LocalTrainer
     from tunesmith.federate.spec import load_spec
 
-    app = ClientApp()
+    from tunesmith.federate.privacy import client_mod
+
+    app = ClientApp(mods=[client_mod])  # clips the reply when the server asks for client-side DP
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -179,7 +181,9 @@ def make_strategy(fed: FederatedConfig, initial_record=None):
     """The configured Flower strategy, metered; every client evaluation is left to the server."""
     name, arg = parse_strategy(fed.strategy)
     n = fed.n_clients
-    sampled = max(math.ceil(n * fed.fraction_fit), fed.min_available_clients or 1)
+    # min_available_clients, when set, is also the round's minimum sample: a round goes on with the clients
+    # that remain (Flower's sampling waits until min_train_nodes are online)
+    sampled = fed.min_available_clients or max(math.ceil(n * fed.fraction_fit), 1)
     kwargs = dict(fraction_train=fed.fraction_fit, fraction_evaluate=0.0, min_train_nodes=sampled,
                   min_evaluate_nodes=0, min_available_nodes=fed.min_available_clients or n)
     if name == "fedprox":
@@ -225,8 +229,11 @@ def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | 
             record = hooks.record_round(server_round, _from_record(arrays), strategy.traffic.get(server_round, {}))
             return MetricRecord(record["validation"])
 
-        strategy.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
-                       timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
-                       evaluate_fn=evaluate)
+        from tunesmith.federate.privacy import wrap_strategy
+
+        runner = wrap_strategy(strategy, fed)  # Flower's DP wrapper around it when federated.dp is set
+        runner.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
+                     timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+                     evaluate_fn=evaluate)
 
     return app

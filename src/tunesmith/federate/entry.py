@@ -21,7 +21,8 @@ from tunesmith.io import atomic_write_json
 DEPLOYMENTS = ("simulation", "local")
 # deployment -> "module:function" that runs the rounds: runner(spec_path, hooks, fed, seed), raising when the
 # federation fails (see simulation.simulate). A deployment without a runner is refused before any compute.
-RUNNERS: dict[str, str] = {"simulation": "tunesmith.federate.simulation:simulate"}
+RUNNERS: dict[str, str] = {"simulation": "tunesmith.federate.simulation:simulate",
+                           "local": "tunesmith.federate.deploy:deploy_federation"}
 SUPPORTED_TASKS = ("text-classification",)
 
 
@@ -51,8 +52,8 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
 def federate(config: RunConfig | str | Path, overrides: Sequence[str] = (), deployment: str = "simulation"):
     """Run a federated fine-tuning job; returns the finished run (tunesmith.run.Run).
 
-    deployment: `simulation` (Flower's simulation runtime, Ray, one machine). `local` (a SuperLink and one
-    SuperNode per silo as processes on 127.0.0.1) is not built yet."""
+    deployment: `simulation` (Flower's simulation runtime, Ray, one machine) or `local` (a SuperLink and one
+    SuperNode per silo as processes on 127.0.0.1, each SuperNode given only its silo's file: deploy.py)."""
     if deployment not in DEPLOYMENTS:
         raise UserError(f"--deployment {deployment!r}: expected one of {', '.join(DEPLOYMENTS)}")
     cfg = resolve_config(config, overrides)
@@ -231,9 +232,18 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
             arms[f"silo-{i}"] = train_arm(task, cfg, data, rows.reset_index(drop=True), epochs, accelerator)
         federated["comparison"] = judge(y, logits, arms, data.labels, cfg.eval, cfg.train.seed)
         federated["comparison"]["epochs"] = epochs
+    if fed.dp is not None:  # the privacy budget, and the DP model against the base model (privacy.py)
+        from tunesmith.federate import privacy
+
+        y, dp_logits, base_logits = privacy.test_logits(task, cfg, data, accelerator, load_global(folder))
+        federated["privacy"] = privacy.judge(y, dp_logits, base_logits, fed, cfg.eval, cfg.train.seed)
     results["federated"] = federated
     atomic_write_json(run_dir / "results.json", results)
     write_report(run_dir)
+    if fed.dp is not None:
+        from tunesmith.federate import privacy
+
+        privacy.gate(federated["privacy"])  # PrivacyGateError: federate() marks the run failed, the command exits 1
     mark_status(run_dir, "completed", **({"test": headline(results["test"])} if "test" in results else {}))
     return Run(run_dir, cfg, "completed", results)
 
