@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # optional capabilities; make test installs them all
-EXTRAS := tabular,serve,export
+EXTRAS := tabular,serve,export,federated
 
 .PHONY: install demo test test-fast lint bench bench-sft clean
 
