@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,16 +122,30 @@ def strategy_class(name: str):
     return {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}[name]
 
 
+JOIN_GRACE_S = 30.0
+
+
+def _await_nodes(grid, expected: int, grace_s: float) -> None:
+    """Wait up to GRACE_S for EXPECTED nodes to be online. Flower samples from the nodes registered at that
+    moment and, with min_available_clients set, starts as soon as that many are there: without this a healthy
+    federation could train its first round on whichever silos registered first."""
+    deadline = time.monotonic() + grace_s
+    while len(list(grid.get_node_ids())) < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _metered(base: type):
     """BASE with bytes metering and a strict reply check. The payload of every message sent and received is
     measured as serialized (meter.py); a round with fewer successful replies than required raises
     FederationError, so the ServerApp fails and the run exits non-zero instead of going on quietly."""
 
     class Metered(base):  # type: ignore[misc, valid-type]
-        def setup(self, required: int | None) -> None:
-            self.required, self.traffic, self.sent = required, {}, {}
+        def setup(self, required: int | None, expected: int = 0) -> None:
+            self.required, self.expected, self.traffic, self.sent = required, expected, {}, {}
 
         def configure_train(self, server_round, arrays, config, grid):
+            if server_round == 1:
+                _await_nodes(grid, self.expected, JOIN_GRACE_S)
             messages = list(super().configure_train(server_round, arrays, config, grid))
             sizes = [serialized_bytes(m) for m in messages]
             self.sent[server_round] = len(messages)
@@ -191,7 +206,7 @@ def make_strategy(fed: FederatedConfig, initial_record=None):
     if name == "fedadam":
         kwargs.update(eta=fed.server_learning_rate)
     strategy = _metered(strategy_class(name))(**kwargs)
-    strategy.setup(fed.min_available_clients)
+    strategy.setup(fed.min_available_clients, expected=n)
     return strategy
 
 
