@@ -122,14 +122,16 @@ def mixed_precision(precision: str) -> str:
 
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision = 'fp16': needs a CUDA GPU and none is available; use bf16 or fp32")
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "auto": "no"}[precision]  # auto: resolved by the caller
 
 
 def _accelerator(cfg: RunConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    precision = mixed_precision(cfg.train.precision)
+    from tunesmith.train.precision import resolve_precision
+
+    precision = mixed_precision(resolve_precision(cfg.train.precision, cfg.task))
     current = AcceleratorState._shared_state.get("_mixed_precision")  # None until an Accelerator exists
     if current is not None and current != precision:
         # Accelerate keeps one precision per process; the trials of a study may differ in it
@@ -329,6 +331,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     prepared = task.prepare(cfg, data, memo)
     resolved = cfg.model_copy(deep=True)
     resolved.train.epochs, resolved.train.learning_rate = epochs, lr
+    resolved.train.precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
     resolved.model.max_length = prepared.resolved["max_length"]
     if main and audit_report is not None and "truncated_share" in prepared.resolved:
         # the model's token limit is known only now: add what it truncates to the length check

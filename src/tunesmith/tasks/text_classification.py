@@ -17,6 +17,7 @@ from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Phase, Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
+from tunesmith.train.precision import cpu_attention, resolve_precision
 
 # Config attributes that hold dropout in the encoder families transformers ships.
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -89,10 +90,14 @@ class TextClassification(Classifier):
             for attr in _DROPOUT_KEYS:
                 if hasattr(mconf, attr):
                     setattr(mconf, attr, cfg.model.dropout)
-        model = AutoModelForSequenceClassification.from_pretrained(resolved.source, config=mconf, **kwargs)
+        attention = cpu_attention(resolve_precision(cfg.train.precision, cfg.task))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.source, config=mconf, **kwargs, **({"attn_implementation": attention} if attention else {}))
         # contrastive tunes every body weight first (its stage is Prepared.warmup), then the head alone
         method = "full" if cfg.train.method == "contrastive" else cfg.train.method
         model = apply_method(model, method, cfg.train.lora, task_type="SEQ_CLS")
+        if cfg.train.method == "full" and cfg.train.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
 
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
