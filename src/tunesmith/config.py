@@ -152,8 +152,9 @@ class TrainConfig(_Strict):
                                                               "and backward passes (weights and optimizer stay "
                                                               "fp32): bf16 autocast on CPU or GPU; fp16 (with loss "
                                                               "scaling) needs a CUDA GPU; auto: bf16 for text "
-                                                              "classification where the hardware multiplies bf16 "
-                                                              "natively (AVX512-BF16/AMX CPUs, bf16 GPUs), else fp32.")
+                                                              "classification of 2,000 training rows or more where "
+                                                              "the hardware multiplies bf16 natively (AVX512-BF16/AMX "
+                                                              "CPUs, bf16 GPUs), else fp32.")
     freeze_embeddings: bool = Field(True, description="Text models, full fine-tuning: keep the word-embedding "
                                     "matrix frozen: it is half of a small encoder's weights and of the optimizer's "
                                     "work (bench/RESULTS.md, issue 13).")

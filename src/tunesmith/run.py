@@ -122,16 +122,26 @@ def mixed_precision(precision: str) -> str:
 
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision = 'fp16': needs a CUDA GPU and none is available; use bf16 or fp32")
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "auto": "no"}[precision]  # auto: resolved by the caller
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "auto": "no"}[precision]  # auto: see _resolve_precision
+
+
+def _resolve_precision(cfg: RunConfig, data) -> RunConfig:
+    """train.precision auto made concrete from the task, the hardware and the training rows (the run's
+    config.yaml records the result, so a resumed run keeps it)."""
+    from tunesmith.train.precision import resolve_precision
+
+    if cfg.train.precision != "auto":
+        return cfg
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.precision = resolve_precision("auto", cfg.task, len(data.splits.get("train", ())))
+    return cfg
 
 
 def _accelerator(cfg: RunConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from tunesmith.train.precision import resolve_precision
-
-    precision = mixed_precision(resolve_precision(cfg.train.precision, cfg.task))
+    precision = mixed_precision(cfg.train.precision)
     current = AcceleratorState._shared_state.get("_mixed_precision")  # None until an Accelerator exists
     if current is not None and current != precision:
         # Accelerate keeps one precision per process; the trials of a study may differ in it
@@ -217,6 +227,7 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     task = get_task(cfg.task)
     # every data problem surfaces here, before any model loads
     data = memo.get("data", data_key(cfg, task), lambda: task.load_data(cfg))
+    cfg = _resolve_precision(cfg, data)
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     run_dir = resume if resume is not None else _shared_run_dir(cfg, main)
@@ -331,7 +342,6 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     prepared = task.prepare(cfg, data, memo)
     resolved = cfg.model_copy(deep=True)
     resolved.train.epochs, resolved.train.learning_rate = epochs, lr
-    resolved.train.precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
     resolved.model.max_length = prepared.resolved["max_length"]
     if main and audit_report is not None and "truncated_share" in prepared.resolved:
         # the model's token limit is known only now: add what it truncates to the length check

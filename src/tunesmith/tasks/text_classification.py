@@ -17,7 +17,7 @@ from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
 from tunesmith.tasks.base import Phase, Prepared, TaskData
 from tunesmith.tasks.classification import Classifier
-from tunesmith.train.precision import cpu_attention, resolve_precision
+from tunesmith.train.precision import cpu_attention
 
 # Config attributes that hold dropout in the encoder families transformers ships.
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -90,7 +90,7 @@ class TextClassification(Classifier):
             for attr in _DROPOUT_KEYS:
                 if hasattr(mconf, attr):
                     setattr(mconf, attr, cfg.model.dropout)
-        attention = cpu_attention(resolve_precision(cfg.train.precision, cfg.task))
+        attention = cpu_attention(cfg.train.precision)  # fine_tune resolved auto
         model = AutoModelForSequenceClassification.from_pretrained(
             resolved.source, config=mconf, **kwargs, **({"attn_implementation": attention} if attention else {}))
         # contrastive tunes every body weight first (its stage is Prepared.warmup), then the head alone

@@ -13,6 +13,9 @@ from pathlib import Path
 # tasks whose models are transformer encoders measured to gain from bf16 autocast; the others
 # (CNNs, causal LMs, gradient boosting) keep fp32 under auto until measured
 _AUTO_BF16_TASKS = ("text-classification",)
+# Smaller runs train in seconds to a few minutes: they keep fp32, whose validation and test scores
+# (computed under the training precision) agree exactly with the saved fp32 model's and its exports'.
+AUTO_BF16_MIN_ROWS = 2000
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,12 +34,12 @@ def native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
-def resolve_precision(precision: str, task: str) -> str:
+def resolve_precision(precision: str, task: str, train_rows: int) -> str:
     """The precision a run uses: `precision` itself, or for auto bf16 on native-bf16 hardware for the
-    tasks measured to gain from it, else fp32."""
+    tasks measured to gain from it and runs of at least AUTO_BF16_MIN_ROWS training rows, else fp32."""
     if precision != "auto":
         return precision
-    return "bf16" if task in _AUTO_BF16_TASKS and native_bf16() else "fp32"
+    return "bf16" if task in _AUTO_BF16_TASKS and train_rows >= AUTO_BF16_MIN_ROWS and native_bf16() else "fp32"
 
 
 def cpu_attention(precision: str) -> str | None:
