@@ -336,6 +336,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         return _fit(cfg, task, data, splits, run_dir, accelerator, callbacks)
     cfg, method_choice = _choose_method(cfg, task, data, run_dir, resuming)
     n_train = len(data.splits["train"])
+    if hasattr(task, "method_defaults") and not resuming:  # e.g. text full fine-tuning's batch, rate and epochs
+        cfg = task.method_defaults(cfg, n_train)
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
     set_seed(cfg.train.seed)
