@@ -55,7 +55,7 @@ def run_tunesmith(shared: Path, train: dict, model: dict, label: str, same_rows:
     if same_rows:
         import pandas as pd
 
-        pd.read_csv(data["test"]).head(200).to_csv(out_dir / "validation.csv", index=False)
+        pd.read_csv(data["test"]).sample(200, random_state=0).to_csv(out_dir / "validation.csv", index=False)
         data["validation"] = str(out_dir / "validation.csv")
         extra = {"audit": {"enabled": False}, "eval": {"baselines": []}}
     cfg = {"model": {"name": "minilm-l6", **model}, "data": data,
@@ -70,7 +70,10 @@ def run_tunesmith(shared: Path, train: dict, model: dict, label: str, same_rows:
         print("RESULT " + json.dumps({{"results": r.results, "config": r.config.model_dump(mode="json")}}))
     """)
     tic = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"tunesmith run {label} failed:\n{proc.stderr[-3000:]}")
+    out = proc.stdout
     wall = time.perf_counter() - tic
     payload = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
     audit_file = Path(cfg["output_dir"]) / label / "audit.json"
