@@ -91,7 +91,8 @@ def run_tunesmith(shared: Path, train: dict, model: dict, label: str, same_rows:
             "comparison": (res.get("comparison") or {}).get("accuracy"),
             "train_wall_s": tr["train_seconds"], "train_samples_per_s": tr["train_samples_per_second"],
             "test_accuracy": round(res["test"]["accuracy"], 4), "test_macro_f1": round(res["test"]["macro_f1"], 4),
-            "majority_accuracy": round(res["baselines"]["majority_class"]["test"]["accuracy"], 4),
+            "majority_accuracy": (round(res["baselines"]["majority_class"]["test"]["accuracy"], 4)
+                                  if "majority_class" in res.get("baselines", {}) else None),
             "audit_s": round(sum(audit["seconds"].values()), 1),
             "audit_blocking": {f["check"]: f["count"] for f in audit["findings"] if f["severity"] == "blocking"},
             "process_wall_s": round(wall, 1)}
