@@ -115,12 +115,17 @@ class TrainConfig(_Strict):
                            "only; contrastive (text classification): first tune the encoder on pairs built "
                            "from the labels (SetFit-style), then train the head on the tuned, frozen encoder.")
     epochs: int | None = Field(None, gt=0, description="Passes over the training data. Default: 5 below "
-                               "1,000 rows, 3 below 10,000, else 2.")
+                               "1,000 rows, 3 below 10,000, else 2 (text classification, full fine-tuning: "
+                               "5 below 1,000, 4 below 20,000, else 2).")
     batch_size: int = Field(16, gt=0, description="Examples per optimizer step, per process, before "
-                            "gradient accumulation.")
+                            "gradient accumulation (text classification, full fine-tuning: 32 unless set).")
+    batch_tokens: int | None = Field(None, gt=0, description="Token-budget batches: instead of batch_size rows, "
+                                     "as many rows of similar length as fit in this many padded tokens (rows x "
+                                     "longest), so short texts share a step with many others. Default: off.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
-                                        "full 1e-4, lora 1e-3, linear-probe 1e-2, contrastive (its head stage) 1e-4.")
+                                        "full 1e-4 (text classification 2e-4), lora 1e-3, linear-probe 1e-2, "
+                                        "contrastive (its head stage) 1e-4.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
                                 "LayerNorm weights).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the "
@@ -147,10 +152,16 @@ class TrainConfig(_Strict):
     group_by_length: bool = Field(True, description="Batch texts of similar length together so short "
                                   "texts do not pay for long ones.")
     seed: int = Field(42, description="Seed for splits, initialisation, shuffling and dropout.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Arithmetic of the forward and "
-                                                      "backward passes (weights and optimizer stay fp32): bf16 "
-                                                      "autocast on CPU or GPU; fp16 (with loss scaling) needs a "
-                                                      "CUDA GPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Arithmetic of the forward "
+                                                              "and backward passes (weights and optimizer stay "
+                                                              "fp32): bf16 autocast on CPU or GPU; fp16 (with loss "
+                                                              "scaling) needs a CUDA GPU; auto: bf16 for text "
+                                                              "classification of 2,000 training rows or more where "
+                                                              "the hardware multiplies bf16 natively (AVX512-BF16/AMX "
+                                                              "CPUs, bf16 GPUs), else fp32.")
+    freeze_embeddings: bool = Field(True, description="Text models, full fine-tuning: keep the word-embedding "
+                                    "matrix frozen: it is half of a small encoder's weights and of the optimizer's "
+                                    "work (bench/RESULTS.md, issue 13).")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
     contrastive: ContrastiveSettings = Field(default_factory=ContrastiveSettings,
                                              description="Contrastive stage settings (method: contrastive).")

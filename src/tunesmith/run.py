@@ -122,7 +122,19 @@ def mixed_precision(precision: str) -> str:
 
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision = 'fp16': needs a CUDA GPU and none is available; use bf16 or fp32")
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "auto": "no"}[precision]  # auto: see _resolve_precision
+
+
+def _resolve_precision(cfg: RunConfig, data) -> RunConfig:
+    """train.precision auto made concrete from the task, the hardware and the training rows (the run's
+    config.yaml records the result, so a resumed run keeps it)."""
+    from tunesmith.train.precision import resolve_precision
+
+    if cfg.train.precision != "auto":
+        return cfg
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.precision = resolve_precision("auto", cfg.task, len(data.splits.get("train", ())))
+    return cfg
 
 
 def _accelerator(cfg: RunConfig):
@@ -215,6 +227,7 @@ def fine_tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), res
     task = get_task(cfg.task)
     # every data problem surfaces here, before any model loads
     data = memo.get("data", data_key(cfg, task), lambda: task.load_data(cfg))
+    cfg = _resolve_precision(cfg, data)
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     run_dir = resume if resume is not None else _shared_run_dir(cfg, main)
@@ -323,6 +336,8 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
         return _fit(cfg, task, data, splits, run_dir, accelerator, callbacks)
     cfg, method_choice = _choose_method(cfg, task, data, run_dir, resuming)
     n_train = len(data.splits["train"])
+    if hasattr(task, "method_defaults") and not resuming:  # e.g. text full fine-tuning's batch, rate and epochs
+        cfg = task.method_defaults(cfg, n_train)
     epochs = cfg.train.epochs or default_epochs(n_train)
     lr = cfg.train.learning_rate or getattr(task, "default_lr", DEFAULT_LR)[cfg.train.method]
     set_seed(cfg.train.seed)

@@ -70,3 +70,30 @@ def yaml_precision(run_dir) -> str:
 def test_fp16_without_cuda_is_one_clear_error():
     with pytest.raises(UserError, match=r"train.precision = 'fp16': needs a CUDA GPU"):
         mixed_precision("fp16")
+
+
+def test_auto_precision_is_bf16_only_for_large_text_runs_on_native_bf16_hardware(monkeypatch):
+    from tunesmith.train import precision as P
+
+    monkeypatch.setattr(P, "native_bf16", lambda: True)
+    assert P.resolve_precision("auto", "text-classification", P.AUTO_BF16_MIN_ROWS) == "bf16"
+    assert P.resolve_precision("auto", "text-classification", P.AUTO_BF16_MIN_ROWS - 1) == "fp32"
+    assert P.resolve_precision("auto", "image-classification", 10**5) == "fp32"
+    assert P.resolve_precision("fp32", "text-classification", 10**5) == "fp32"  # a set value is kept
+    monkeypatch.setattr(P, "native_bf16", lambda: False)
+    assert P.resolve_precision("auto", "text-classification", 10**5) == "fp32"
+    assert P.resolve_precision("bf16", "sft", 10) == "bf16"
+
+
+def test_bf16_on_the_cpu_trains_with_eager_attention(tiny_model, tiny_csv, tmp_path, monkeypatch):
+    """SDPA's bf16 backward on the CPU is slow (issue 13): a bf16 text run loads the model with eager attention,
+    an fp32 one keeps the library's default."""
+    from tunesmith.tasks import get_task
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    impl = {}
+    for precision in ("bf16", "fp32"):
+        cfg = build_config(tiny_config(tiny_model, tiny_csv, tmp_path, precision=precision))
+        task = get_task(cfg.task)
+        impl[precision] = task.prepare(cfg, task.load_data(cfg)).model.config._attn_implementation
+    assert impl == {"bf16": "eager", "fp32": "sdpa"}

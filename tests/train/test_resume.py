@@ -15,8 +15,9 @@ from tunesmith.run import fine_tune
 KILL_AT = 7  # optimizer step; epoch 1 has 16 steps; the last checkpoint before it is at step 6
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path):
-    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1)
+@pytest.mark.parametrize("batching", [{}, {"batch_tokens": 64}], ids=["rows", "token-budget"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path, batching):
+    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1, **batching)
     cfg = tiny_config(tiny_model, tiny_csv, tmp_path / "runs", **settings)
     cfg["model"]["dropout"] = 0.2  # dropout draws random numbers: resume must restore the RNG too
     script = textwrap.dedent(f"""

@@ -104,7 +104,8 @@ def train_loop(loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], model: 
 
     run_dir = Path(run_dir)
     main = accelerator.is_main_process
-    sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.group_by_length)
+    sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.group_by_length,
+                                        max_tokens=cfg.batch_tokens)
     loader = DataLoader(train_examples, batch_sampler=sampler, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = _optimizer(model, cfg, learning_rate, param_groups)
