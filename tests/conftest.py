@@ -75,7 +75,10 @@ def tiny_config(model: Path, train: Path, out: Path, **train_overrides) -> dict:
         "data": {"train": str(train), "text_column": "text", "label_column": "label"},
         # method full unless a test asks: auto would pick contrastive for the smaller test sets
         "train": {"method": "full", "epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "seed": 7,
-                  "logging_steps": 2, "warmup_ratio": 0.0, **train_overrides},
+                  "logging_steps": 2, "warmup_ratio": 0.0,
+                  # the default freezes word embeddings, right for pre-trained encoders; a random tiny model
+                  # has nothing to keep in them and barely learns with them frozen
+                  "freeze_embeddings": False, **train_overrides},
         "output_dir": str(out),
         "run_name": "run",
     }
