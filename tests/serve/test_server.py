@@ -2,6 +2,7 @@
 request is queued, the request still answered, exit code 0; and with --workers 2, each worker with the options."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -89,7 +90,7 @@ def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_s
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(text_run), "--port", str(port),
                              "--api-key-file", str(keys), "--workers", "2", "--max-batch", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_until(lambda: len(worker_pids(proc.pid)) == 2 or proc.poll() is not None, "two workers", timeout=240)
         workers = worker_pids(proc.pid)
@@ -104,8 +105,9 @@ def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_s
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed check: kill the whole group, or the spawned workers outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 0, err
     assert worker_pids(proc.pid) == [] and KEY not in out + err
     assert not answers(f"{base}/health/live")
