@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.config import FederatedConfig
@@ -32,13 +33,26 @@ def simulate(spec_path: Path, hooks: ServerHooks, fed: FederatedConfig, seed: in
 
     from tunesmith.federate.apps import build_client_app, build_server_app
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a client with no GPU share sees none
-    # Ray's memory monitor kills workers when the whole machine passes 95% memory, whoever uses it: on a
-    # shared 24 GB machine it failed the BBC benchmark because of other programs. Off unless the user sets
-    # it; the kernel's OOM killer still stops a simulation that truly runs out (the run then fails, exit 1)
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    # Ray workers start from this environment: keep each to the cores Ray gives it
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(fed.client_cpus))))
-    run_simulation(server_app=build_server_app(hooks, fed, seed), client_app=build_client_app(spec_path),
-                   num_supernodes=fed.n_clients, backend_config=backend_config(fed))
+    settings = {"RAY_DEDUP_LOGS": "0",
+                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # a client with no GPU share sees none
+                # Ray's memory monitor kills workers when the whole machine passes 95% memory, whoever uses it: on
+                # a shared 24 GB machine it failed the BBC benchmark because of other programs. Off unless the user
+                # sets it; the kernel's OOM killer still stops a simulation that truly runs out (exit 1)
+                "RAY_memory_monitor_refresh_ms": "0",
+                # Ray workers start from this environment: keep each to the cores Ray gives it
+                "OMP_NUM_THREADS": str(max(1, int(fed.client_cpus)))}
+    with _environment_defaults(settings):  # only while Ray starts its workers: the caller's process keeps its own
+        run_simulation(server_app=build_server_app(hooks, fed, seed), client_app=build_client_app(spec_path),
+                       num_supernodes=fed.n_clients, backend_config=backend_config(fed))
+
+
+@contextmanager
+def _environment_defaults(settings: dict[str, str]):
+    """Set the variables of SETTINGS the user has not set, and remove them again afterwards."""
+    added = [k for k in settings if k not in os.environ]
+    os.environ.update({k: settings[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
