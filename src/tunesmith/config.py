@@ -130,6 +130,9 @@ class TrainConfig(_Strict):
                                 "LayerNorm weights).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the "
                                    "cross-entropy loss.")
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="Text models, full fine-tuning: layer-wise "
+                               "learning-rate decay; the head trains at the peak rate and each encoder layer below "
+                               "at this factor of the one above (embeddings last). 1 = one rate for all.")
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
                                                        "inverse class frequency.")
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay "

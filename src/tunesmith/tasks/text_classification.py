@@ -137,8 +137,15 @@ class TextClassification(Classifier):
 
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
         warmup = self._contrastive_phase(cfg, data, encoded, collate) if cfg.train.method == "contrastive" else None
+        groups = None
+        if cfg.train.method == "full" and cfg.train.layer_decay < 1.0:
+            from functools import partial
+
+            from tunesmith.models.layers import layer_decay_groups
+
+            groups = partial(layer_decay_groups, decay=cfg.train.layer_decay, weight_decay=cfg.train.weight_decay)
         return Prepared(model=model, encoded=encoded, lengths=lengths, collate=collate, preprocessor=tokenizer,
-                        loss=self.class_loss(cfg, data), warmup=warmup,
+                        loss=self.class_loss(cfg, data), warmup=warmup, param_groups=groups,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
                                   "model_limit": model_limit, "feature_cache": feature_cache})
