@@ -124,7 +124,7 @@ class TrainConfig(_Strict):
                                      "longest), so short texts share a step with many others. Default: off.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
-                                        "full 1e-4 (text classification 2e-4), lora 1e-3, linear-probe 1e-2, "
+                                        "full 1e-4 (text classification 4e-4, with train.layer_decay 0.8), lora 1e-3, linear-probe 1e-2, "
                                         "contrastive (its head stage) 1e-4.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
                                 "LayerNorm weights).")
@@ -132,7 +132,8 @@ class TrainConfig(_Strict):
                                    "cross-entropy loss.")
     layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="Text models, full fine-tuning: layer-wise "
                                "learning-rate decay; the head trains at the peak rate and each encoder layer below "
-                               "at this factor of the one above (embeddings last). 1 = one rate for all.")
+                               "at this factor of the one above (embeddings last). 1 = one rate for all. Default: 1 "
+                               "(text classification, full fine-tuning: 0.8).")
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
                                                        "inverse class frequency.")
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay "

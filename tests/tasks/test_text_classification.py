@@ -22,12 +22,13 @@ def test_full_fine_tuning_defaults_fill_only_what_the_config_leaves_unset(tiny_c
     task = get_task("text-classification")
     unset = build_config({"data": {"train": str(tiny_csv)}, "train": {"method": "full"}})
     got = task.method_defaults(unset, 9000).train
-    assert (got.batch_size, got.learning_rate, got.epochs) == (32, 2e-4, 4)
+    assert (got.batch_size, got.learning_rate, got.epochs, got.layer_decay) == (32, 4e-4, 4, 0.8)
     assert task.method_defaults(unset, 500).train.epochs == 5 and task.method_defaults(unset, 50000).train.epochs == 2
     chosen = build_config({"data": {"train": str(tiny_csv)},
-                           "train": {"method": "full", "batch_size": 16, "learning_rate": 5e-5, "epochs": 1}})
+                           "train": {"method": "full", "batch_size": 16, "learning_rate": 5e-5, "epochs": 1,
+                                     "layer_decay": 1.0}})
     got = task.method_defaults(chosen, 9000).train
-    assert (got.batch_size, got.learning_rate, got.epochs) == (16, 5e-5, 1)
+    assert (got.batch_size, got.learning_rate, got.epochs, got.layer_decay) == (16, 5e-5, 1, 1.0)
     probe = build_config({"data": {"train": str(tiny_csv)}, "train": {"method": "linear-probe"}})
     got = task.method_defaults(probe, 9000).train
     assert (got.batch_size, got.learning_rate, got.epochs) == (16, None, None)
