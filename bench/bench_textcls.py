@@ -51,7 +51,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def run_peer(shared: Path, model_dir: str, a, bf16: bool = False) -> dict:
     """The Trainer script with length grouping (and with bf16: its bf16 option); its train_wall_s times
     trainer.train() only."""
-    cmd = [sys.executable, *(["-c", _BF16_PEER] if bf16 else []), str(shared / "bench" / "peer_hf_trainer_textcls.py"), "--train",
+    script = str(shared / "bench" / "peer_hf_trainer_textcls.py")
+    cmd = [sys.executable, *(["-c", _BF16_PEER] if bf16 else []), script, "--train",
            str(shared / "data" / "banking77_train.csv"), "--test", str(shared / "data" / "banking77_test.csv"),
            "--model", model_dir, "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
            "--max-length", str(a.max_length), "--group-by-length"]

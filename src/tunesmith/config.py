@@ -124,7 +124,8 @@ class TrainConfig(_Strict):
                                      "longest), so short texts share a step with many others. Default: off.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass when evaluating.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate. Default by method: "
-                                        "full 1e-4 (text classification 4e-4, with train.layer_decay 0.8), lora 1e-3, linear-probe 1e-2, "
+                                        "full 1e-4 (text classification 4e-4, with train.layer_decay 0.8), lora 1e-3, "
+                                        "linear-probe 1e-2, "
                                         "contrastive (its head stage) 1e-4.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and "
                                 "LayerNorm weights).")
