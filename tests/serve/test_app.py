@@ -54,7 +54,7 @@ def test_open_inference_protocol_metadata_and_infer(client, text_run):
     splits = json.loads((text_run / "splits.json").read_text())
     results = json.loads((text_run / "results.json").read_text())
     params = meta["parameters"]
-    assert meta["name"] == name and params["labels"] == ["neg", "pos"]
+    assert meta["name"] == name and params["labels"] == ["neg", "pos"] and params["served_file"] == "model/"
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert params["fingerprint"]["test"] == {"rows": splits["test"]["rows"], "sha256": splits["test"]["sha256"]}
     assert params["metrics"]["accuracy"] == results["test"]["accuracy"]

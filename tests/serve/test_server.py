@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -30,16 +31,28 @@ def answers(url: str, **kwargs) -> bool:
         return False
 
 
-def test_uvicorn_process_serves_then_drains_on_sigterm_and_exits_0(text_run, tmp_path):
+@contextmanager
+def _start_server(run, tmp_path, *options: str):
+    """`tunesmith serve RUN` with an API key file and `options` on a free port, in its own process group:
+    yields (process, base URL, auth header); a process still running at the end (a failed check) is
+    killed with its whole group, so no spawned worker outlives the test."""
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")
     port = free_port()
-    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
-    # a long batching wait keeps the last request in the queue while the signal arrives
-    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(text_run), "--port", str(port),
-                             "--api-key-file", str(keys), "--max-wait-ms", "1500"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(run), "--port", str(port),
+                             "--api-key-file", str(keys), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
+        yield proc, f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_uvicorn_process_serves_then_drains_on_sigterm_and_exits_0(text_run, tmp_path):
+    # a long batching wait keeps the last request in the queue while the signal arrives
+    with _start_server(text_run, tmp_path, "--max-wait-ms", "1500") as (proc, base, auth):
         wait_until(lambda: answers(f"{base}/health/ready") or proc.poll() is not None, "the server", timeout=240)
         assert proc.poll() is None
         assert httpx.get(f"{base}/health/live").json() == {"live": True}
@@ -58,9 +71,6 @@ def test_uvicorn_process_serves_then_drains_on_sigterm_and_exits_0(text_run, tmp
         thread.join(60)
         assert late["r"].status_code == 200 and late["r"].json()[0]["label"] == "pos"  # drained, not dropped
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     assert "Shutting down" in err and "Finished server process" in err
     assert KEY not in out + err
@@ -84,14 +94,7 @@ def worker_pids(parent: int) -> list[int]:
 
 @pytest.mark.slow  # three processes import torch and load the model: 127 s at load average 13 here
 def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_sigterm(text_run, tmp_path):
-    keys = tmp_path / "keys"
-    keys.write_text(KEY + "\n")
-    port = free_port()
-    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {KEY}"}
-    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(text_run), "--port", str(port),
-                             "--api-key-file", str(keys), "--workers", "2", "--max-batch", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with _start_server(text_run, tmp_path, "--workers", "2", "--max-batch", "3") as (proc, base, auth):
         wait_until(lambda: len(worker_pids(proc.pid)) == 2 or proc.poll() is not None, "two workers", timeout=240)
         workers = worker_pids(proc.pid)
         assert proc.poll() is None and len(workers) == 2
@@ -104,10 +107,6 @@ def test_workers_2_starts_two_processes_that_each_take_the_options_and_stop_on_s
                 assert ok.status_code == 200 and [r[0]["label"] for r in ok.json()] == ["pos", "neg"]
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # a failed check: kill the whole group, or the spawned workers outlive the test
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     assert worker_pids(proc.pid) == [] and KEY not in out + err
     assert not answers(f"{base}/health/live")

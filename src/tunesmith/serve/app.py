@@ -39,7 +39,12 @@ def _load(run, kind: str, backend: str):
         return ChatModel(run.path)
     from tunesmith.predict import load_predictor
 
-    return load_predictor(run.path, backend=backend)
+    predictor = load_predictor(run.path, backend=backend)
+    if backend == "onnx":
+        from tunesmith.serve.onnx import for_serving
+
+        return for_serving(predictor)
+    return predictor
 
 
 def create_app(run_dir: str | Path, settings: ServeSettings | None = None, **options):

@@ -42,11 +42,12 @@ def decode_image(data: str, max_side: int) -> np.ndarray:
 def classification_batcher(server: Server) -> Batcher:
     from tunesmith.evaluate.metrics import softmax
     from tunesmith.predict import calibrated
-    from tunesmith.serve.grouping import grouped_logits
+    from tunesmith.serve.grouping import PASS_OVERHEAD_TOKENS, grouped_logits
 
     predictor, s = server.model, server.settings
     image = predictor.input_name == "image"
     warm = [np.zeros((32, 32, 3), dtype=np.uint8)] if image else ["warm up"]
+    overhead = PASS_OVERHEAD_TOKENS[s.backend]
 
     def warmup() -> None:
         calibrated(predictor, warm)
@@ -56,7 +57,7 @@ def classification_batcher(server: Server) -> Batcher:
         if image:  # images are resized to one shape: nothing to gain from grouping
             return list(calibrated(predictor, inputs))
         # texts: one forward pass per group of similar length, so short texts are not padded to a long one
-        return list(softmax(grouped_logits(predictor, inputs) / predictor.temperature))
+        return list(softmax(grouped_logits(predictor, inputs, overhead) / predictor.temperature))
 
     return Batcher(run_batch, s.max_batch, s.max_wait_ms / 1000,
                    s.max_queue, prepare=(lambda data: decode_image(data, predictor.max_side)) if image else None,
@@ -65,7 +66,9 @@ def classification_batcher(server: Server) -> Batcher:
 
 
 def model_info(run, predictor, backend: str) -> dict:
-    """The run's identity for the metadata route: labels, split fingerprints, test metrics."""
+    """The run's identity for the metadata route: labels, split fingerprints, test metrics, the served file."""
+    from tunesmith.serve.onnx import served_file
+
     splits = json.loads((run.path / "splits.json").read_text()) if (run.path / "splits.json").is_file() else {}
     test = run.results.get("test") or {}
     metrics = None
@@ -78,7 +81,7 @@ def model_info(run, predictor, backend: str) -> dict:
     return {"task": run.config.task, "labels": list(predictor.labels),
             "calibration_temperature": float(predictor.temperature),
             "fingerprint": {k: {"rows": v["rows"], "sha256": v["sha256"]} for k, v in splits.items()},
-            "metrics": metrics, "backend": backend}
+            "metrics": metrics, "backend": backend, "served_file": served_file(predictor, backend)}
 
 
 def _scores(row: np.ndarray, labels: list[str], every: bool) -> list[dict]:
@@ -132,7 +135,7 @@ def add_routes(app, server: Server, errors: dict) -> None:
                             {"name": "score", "datatype": "FP32", "shape": [-1]},
                             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]}],
                 "parameters": {k: info[k] for k in ("task", "labels", "calibration_temperature", "fingerprint",
-                                                    "metrics")}}
+                                                    "metrics", "served_file")}}
 
     @app.get("/v2/models/{name}/ready", tags=["open inference protocol"], response_model=schemas.ModelReady,
              responses={404: errors[404]}, summary="Whether the model has completed its warm-up")

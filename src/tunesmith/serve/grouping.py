@@ -14,13 +14,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Fixed cost of one forward pass in tokens' worth of work: MiniLM-L6 on one CPU core costs ~14 ms for
-# a one-text pass and ~0.3 ms per token in a full one; 16, 32 and 64 gave the same CPU per text within
-# noise on Banking77 batches of 8 and 32.
-PASS_OVERHEAD_TOKENS = 32
+# Fixed cost of one forward pass in tokens' worth of work, per backend. PyTorch (eager): MiniLM-L6 on one
+# CPU core costs ~14 ms for a one-text pass and ~0.3 ms per token in a full one; 16, 32 and 64 gave the
+# same CPU per text within noise on Banking77 batches of 8 and 32. ONNX Runtime has far less per pass
+# (~5 ms for a one-text pass, mostly arithmetic): on the same batches 8 and 16 took ~9% less CPU per
+# text than 32 (4.5 against 4.9 ms, contended 2-core machine), 4 no less than 8.
+PASS_OVERHEAD_TOKENS = {"torch": 32, "onnx": 8}
 
 
-def length_groups(lengths: Sequence[int], overhead: float = PASS_OVERHEAD_TOKENS) -> list[list[int]]:
+def length_groups(lengths: Sequence[int], overhead: float = PASS_OVERHEAD_TOKENS["torch"]) -> list[list[int]]:
     """Indices of `lengths` split into groups of similar length (each group sorted by length, groups
     in increasing length), minimising the sum over groups of `overhead + len(group) * max length`."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -56,13 +58,15 @@ def token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int | None) 
     return [min(n, max_length) for n in lengths] if max_length else lengths
 
 
-def grouped_logits(predictor: Any, texts: Sequence[str]) -> np.ndarray:
-    """`predictor.logits(texts)` computed one length group at a time, rows back in input order."""
+def grouped_logits(predictor: Any, texts: Sequence[str], overhead: float = PASS_OVERHEAD_TOKENS["torch"]
+                   ) -> np.ndarray:
+    """`predictor.logits(texts)` computed one length group at a time (see length_groups for `overhead`), rows
+    back in input order."""
     if len(texts) <= 1:
         return predictor.logits(texts)
     lengths = token_lengths(getattr(predictor, "tokenizer", None), texts, getattr(predictor, "max_length", None))
     out: np.ndarray | None = None
-    for group in length_groups(lengths):
+    for group in length_groups(lengths, overhead):
         rows = predictor.logits([texts[i] for i in group])
         if out is None:
             out = np.empty((len(texts), rows.shape[1]), dtype=rows.dtype)

@@ -96,6 +96,8 @@ class ModelParameters(BaseModel):
     calibration_temperature: float
     fingerprint: dict[str, SplitFingerprint] = Field(description="Rows and hash of each split (splits.json).")
     metrics: TestMetrics | None = Field(None, description="Held-out test metrics (results.json).")
+    served_file: str = Field(description="What answers, relative to the run folder: model/ (--backend torch) or "
+                             "export/model.onnx or export/model.int8.onnx (--backend onnx).")
 
 
 class ModelMetadata(BaseModel):
