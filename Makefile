@@ -36,9 +36,12 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not slow"
 
+# issue 13's figures: the fair-peer ratios (the Trainer with length grouping, fp32 and bf16), the share of the
+# FLOP floor, the defaults run on Banking77 against its time budget, then the 10-/30-shot table (about 40 min idle)
 bench: $(STAMP)
-	$(PY) -m pip install --quiet datasets
-	$(PY) bench/bench_textcls.py
+	$(PY) -m pip install --quiet datasets evaluate && $(PY) -m pip install --quiet --no-deps setfit==1.2.0
+	$(PY) bench/bench_textcls.py --defaults --peer-bf16
+	$(PY) bench/bench_fewshot.py --datasets banking77 --shots 10 30 --setfit-iterations 2
 
 bench-sft: $(STAMP)
 	$(PY) -m pip install --quiet trl datasets
