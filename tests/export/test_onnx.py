@@ -133,7 +133,9 @@ def test_int8_sensitivity_search_keeps_the_damaging_layers_in_fp32(text_run, tmp
     assert rec["int8"]["chosen"] == sensitive[0]["setting"] and sensitive[0]["passes"]
     assert sensitive[0]["setting"].endswith("1 most sensitive layers fp32")
     note = rec["int8"]["sensitivity"]
-    assert note["tried_k"] == [{"k": 1, "passes_validation": True}]
+    # int8-stored weights are tried first and fail (the trap is in the weights); fp32 weights then pass
+    assert note["tried_k"] == [{"k": 1, "weights": "int8", "passes_validation": False},
+                               {"k": 1, "weights": "fp32", "passes_validation": True}]
     # the layer kept in fp32 is the trapped one: its weights are still float and still hold the 1000s
     graph = onnx.load(str(tmp_path / "out" / "model.int8.onnx")).graph
     float_traps = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT
