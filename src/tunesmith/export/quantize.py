@@ -53,7 +53,8 @@ def keeping(base: Candidate, fp32_nodes: list[str], int8_weights: bool = False) 
     """`base` with `fp32_nodes` left out of int8 compute (the sensitivity-guided setting); with int8_weights their
     weights (and those of any other layer `base` leaves fp32) are stored int8 and dequantized to fp32."""
     if int8_weights:
-        return Candidate(f"{base.name}, {len(fp32_nodes)} most sensitive layers fp32 compute from int8 weights",
+        return Candidate(f"{base.name}, {len(fp32_nodes)} most sensitive layers fp32 compute; every fp32-compute "
+                         "layer's weights stored int8",
                          base.kind, {**base.options, "keep_fp32": list(fp32_nodes), "int8_weights": True})
     return Candidate(f"{base.name}, {len(fp32_nodes)} most sensitive layers fp32", base.kind,
                      {**base.options, "keep_fp32": list(fp32_nodes)})
