@@ -33,6 +33,8 @@ def test_text_run_fp32_matches_pytorch_and_int8_search_keeps_a_setting(text_run,
     chosen = rec["int8"]["chosen"]
     kept = next(c for c in rec["int8"]["candidates"] if c["setting"] == chosen)
     assert kept["passes"] and kept["agreement"] >= 0.99 and len(rec["int8"]["candidates"]) == 4
+    # every setting applies to the fused graph (static QDQ included: it needs symbolic shape inference)
+    assert [c["why"] for c in rec["int8"]["candidates"] if "agreement" not in c] == []
     faster = [c for c in rec["int8"]["candidates"]
               if c["passes"] and c["latency_ms_batch1"] < kept["latency_ms_batch1"]]
     assert faster == []  # the fastest passing setting is the one kept

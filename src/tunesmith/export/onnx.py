@@ -141,7 +141,7 @@ def _sensitivity_search(run, work: Path, base, source: Path, calibration, refere
 
 def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_predictor) -> dict:
     """Try each quantization setting; keep the fastest within the bound as INT8_FILE. Returns the record."""
-    from tunesmith.export.quantize import candidates, prepared
+    from tunesmith.export.quantize import candidates, is_fused, prepared
 
     require("onnxruntime")
     tried, sensitivity = [], None
@@ -151,17 +151,21 @@ def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_
             if (folder / name).is_file():
                 shutil.copy2(folder / name, work / name)
         source = prepared(folder / FP32_FILE, work)
+        # static QDQ of a fused graph calibrates only tensors whose types symbolic shape inference supplies
+        sources = {"dynamic": source, "static": prepared(folder / FP32_FILE, work, symbolic=True)
+                   if is_fused(folder / FP32_FILE) else source}
         calibration = _calibration(run, fp32_predictor)
         plain = candidates()
         for i, cand in enumerate(plain):
-            tried.append(_scored(run, work, cand, source, work / f"candidate{i}.onnx", calibration, reference, ys,
-                                 rows))
+            tried.append(_scored(run, work, cand, sources[cand.kind], work / f"candidate{i}.onnx", calibration,
+                                 reference, ys, rows))
         scored = [(r, c) for r, c in zip(tried, plain) if "agreement" in r]
         if any(r["passes"] for r in tried):
             sensitivity = {"skipped": "a plain setting already passes; keeping layers in fp32 only slows it"}
         elif scored:  # start from the setting that agreed best on validation rows (test rows play no part)
             base = max(scored, key=lambda rc: rc[0]["splits"]["validation"]["agreement"])[1]
-            record, sensitivity = _sensitivity_search(run, work, base, source, calibration, reference, ys, rows)
+            record, sensitivity = _sensitivity_search(run, work, base, sources[base.kind], calibration, reference,
+                                                      ys, rows)
             tried.append(record if record is not None else {
                 "setting": f"{base.name}, up to {sensitivity['tried_k'][-1]['k']} most sensitive layers fp32",
                 "passes": False, "file": None, "why": "no number of layers kept in fp32 cleared the bound on the "

@@ -106,24 +106,32 @@ def weight_nodes(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in RANKED_OPS and any(i in consts for i in n.input[1:2])]
 
 
-def prepared(fp32: Path, work: Path) -> Path:
+def prepared(fp32: Path, work: Path, symbolic: bool = False) -> Path:
     """ONNX shape inference and graph optimisation before quantization (ORT's advice); the raw graph if it fails.
-    ORT's symbolic shape inference is skipped: it fails on the dynamo exporter's graphs and then saves a debug
-    model into the current folder."""
+    ORT's symbolic shape inference is skipped unless `symbolic`: it fails on the dynamo exporter's graphs and then
+    saves a debug model into the current folder. Static QDQ of a fused transformer graph needs it: without the
+    types of the contrib ops' outputs the calibrator has no range for the tensors after them."""
     import os
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = work / "pre.onnx"
+    out = work / ("pre_symbolic.onnx" if symbolic else "pre.onnx")
     cwd = os.getcwd()
     os.chdir(work)  # anything ORT writes next to "the current folder" stays in the temporary one
     try:
-        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=not symbolic)
         return out
     except Exception:  # an optimisation ORT cannot apply to this graph: quantize the raw one
         return fp32
     finally:
         os.chdir(cwd)
+
+
+def is_fused(path: Path) -> bool:
+    """Whether the graph holds ORT's fused (contrib) Attention."""
+    import onnx
+
+    return any(n.op_type == "Attention" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def static_op_types(path: Path) -> list[str] | None:
