@@ -7,7 +7,8 @@ PneumoniaMNIST (see bench/RESULTS.md for the commands that trained them). Each r
 `export_run(..., int8=True)` into a temporary folder (the parity gate and the int8 search run as a user's
 export does); then each backend predicts test inputs at batch 1 and batch 32 with 2 threads, backends
 interleaved round by round so that load on the machine hits them alike. Times are medians per call of
-the whole predictor (tokenizer or image preprocessing included), as `tunesmith predict` pays them.
+the whole predictor (tokenizer or image preprocessing included), as `tunesmith predict` pays them, in wall
+time and in this process's CPU time (the second survives a busy machine better).
 Prints the table and, with --append, adds it, dated, to bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -36,14 +37,16 @@ def _inputs(run_dir: Path, n: int) -> list:
     return rows["test"][0][:n]
 
 
-def _time(fn, batches: list) -> float:
-    tic = time.perf_counter()
+def _time(fn, batches: list) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call: CPU time survives a busy machine better."""
+    tic, cpu = time.perf_counter(), time.process_time()
     fn(batches)
-    return time.perf_counter() - tic
+    return time.perf_counter() - tic, time.process_time() - cpu
 
 
-def _latencies(backends: dict, inputs: list, repeats: int, threads: int) -> dict:
-    """Median seconds per call of each backend at batch 1 and 32, rounds interleaved across backends."""
+def _latencies(backends: dict, inputs: list, repeats: int, threads: int) -> tuple[dict, dict]:
+    """Median wall and CPU seconds per call of each backend at batch 1 and 32, rounds interleaved across
+    backends."""
     import torch
 
     torch.set_num_threads(threads)
@@ -55,7 +58,8 @@ def _latencies(backends: dict, inputs: list, repeats: int, threads: int) -> dict
         for batch in batches:
             for name, pred in backends.items():
                 times[(name, bs)].append(_time(pred.logits, batch))
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return ({k: float(np.median([w for w, _ in v])) for k, v in times.items()},
+            {k: float(np.median([c for _, c in v])) for k, v in times.items()})
 
 
 def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
@@ -88,15 +92,19 @@ def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
         for threads in (1, THREADS):
             backends = {"eager PyTorch": torch_predictor,
                         **{k: onnx_cls(out, f, threads=threads) for k, f in files.items() if k in sizes}}
-            med = _latencies(backends, inputs, repeats, threads)
+            med, cpu = _latencies(backends, inputs, repeats, threads)
             for name in backends:
                 b1, b32 = med[(name, 1)], med[(name, 32)]
+                c1, c32 = cpu[(name, 1)], cpu[(name, 32)]
                 acc = accuracy[name]
                 rows.append({"backend": name + (f" ({rec['int8']['chosen']})" if name == "ORT int8" else ""),
                              "threads": threads, "ms batch 1": round(b1 * 1000, 2),
                              "speed-up b1": f"{med[('eager PyTorch', 1)] / b1:.2f}x",
                              "ms batch 32": round(b32 * 1000, 1),
                              "speed-up b32": f"{med[('eager PyTorch', 32)] / b32:.2f}x",
+                             "CPU ms b1 / b32": f"{c1 * 1000:.2f} / {c32 * 1000:.1f}",
+                             "CPU speed-up b1 / b32": f"{cpu[('eager PyTorch', 1)] / c1:.2f}x / "
+                                                      f"{cpu[('eager PyTorch', 32)] / c32:.2f}x",
                              "size MB": round(sizes[name] / 2**20, 1),
                              "test accuracy": f"{acc['value']:.4f} [{acc['low']:.3f}, {acc['high']:.3f}]",
                              "agreement with eager": "" if agreement[name] is None else f"{agreement[name]:.2%}"})
@@ -118,6 +126,12 @@ def gate_notes(info: dict) -> str:
              f"{sum(s['n'] for s in rec['fp32']['splits'].values())} validation+test rows, max |Δ logit| "
              f"{rec['fp32']['max_abs_logit_diff']:.2g}, test accuracy difference {d['difference'] * 100:+.2f} points "
              f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"]
+    fusion = rec["exporter"].get("fusion")
+    if fusion:
+        lines.append(f"- ORT transformer fusion: {'applied' if fusion['applied'] else 'not applied'} ({fusion['why']})"
+                     + (f"; fused ops {', '.join(f'{k} {v}' for k, v in fusion['ops'].items() if v)}"
+                        if fusion.get("ops") else ""))
+    lines.append(f"- fp32 file bytes: {_sizes(rec['fp32']['size_breakdown'])}")
     for c in rec.get("int8", {}).get("candidates", []):
         if "agreement" in c:
             diff = c["test_accuracy"]["difference"]
@@ -130,12 +144,23 @@ def gate_notes(info: dict) -> str:
     sens = rec.get("int8", {}).get("sensitivity") or {}
     if "ranking" in sens:
         top = ", ".join(f"{r['layer']} ({r['mean_sq_logit_change']:.3g})" for r in sens["ranking"][:4])
-        tried = ", ".join(f"k={t['k']} {'passes' if t['passes_validation'] else 'fails'}" for t in sens["tried_k"])
+        tried = ", ".join(f"k={t['k']} ({t.get('weights', 'fp32')} weights) "
+                          f"{'passes' if t['passes_validation'] else 'fails'}" for t in sens["tried_k"])
         lines.append(f"- sensitivity search from '{sens['base']}' ({sens['rows']}): most damaging layers {top}; "
                      f"on validation rows {tried}")
     elif sens:
         lines.append(f"- sensitivity search: {sens.get('skipped', sens)}")
+    chosen = info.get("chosen")
+    if chosen and "size_breakdown" in chosen:
+        size = chosen["size_breakdown"]
+        lines.append(f"- int8 file bytes: {_sizes(size)}; {size['file_mb'] / rec['fp32']['size_mb']:.1%} of fp32")
     return "\n".join(lines)
+
+
+def _sizes(size: dict) -> str:
+    roles = ", ".join(f"{k} {v} MB" for k, v in size["by_role_mb"].items() if v)
+    dupes = f"; duplicated initializers {size['duplicates']}" if size["duplicates"] else "; no duplicated initializers"
+    return f"{size['file_mb']} MB file ({roles}{dupes})"
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ def test_text_run_fp32_matches_pytorch_and_int8_search_keeps_a_setting(text_run,
     chosen = rec["int8"]["chosen"]
     kept = next(c for c in rec["int8"]["candidates"] if c["setting"] == chosen)
     assert kept["passes"] and kept["agreement"] >= 0.99 and len(rec["int8"]["candidates"]) == 4
+    # every setting applies to the fused graph (static QDQ included: it needs symbolic shape inference)
+    assert [c["why"] for c in rec["int8"]["candidates"] if "agreement" not in c] == []
     faster = [c for c in rec["int8"]["candidates"]
               if c["passes"] and c["latency_ms_batch1"] < kept["latency_ms_batch1"]]
     assert faster == []  # the fastest passing setting is the one kept
@@ -133,7 +135,9 @@ def test_int8_sensitivity_search_keeps_the_damaging_layers_in_fp32(text_run, tmp
     assert rec["int8"]["chosen"] == sensitive[0]["setting"] and sensitive[0]["passes"]
     assert sensitive[0]["setting"].endswith("1 most sensitive layers fp32")
     note = rec["int8"]["sensitivity"]
-    assert note["tried_k"] == [{"k": 1, "passes_validation": True}]
+    # int8-stored weights are tried first and fail (the trap is in the weights); fp32 weights then pass
+    assert note["tried_k"] == [{"k": 1, "weights": "int8", "passes_validation": False},
+                               {"k": 1, "weights": "fp32", "passes_validation": True}]
     # the layer kept in fp32 is the trapped one: its weights are still float and still hold the 1000s
     graph = onnx.load(str(tmp_path / "out" / "model.int8.onnx")).graph
     float_traps = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT

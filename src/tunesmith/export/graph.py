@@ -70,7 +70,7 @@ def export_graph(model, probe: dict[str, np.ndarray], dynamic: dict[str, dict[in
             torch.onnx.export(model, args, str(path), input_names=names, output_names=["logits"],
                               dynamic_shapes=_dynamic_shapes(model, names, dynamic), opset_version=OPSET, dynamo=True,
                               external_data=False, verbose=False)
-        diff = _probe_diff(path, probe, expected)
+        diff = probe_diff(path, probe, expected)
         if diff <= PROBE_TOLERANCE:
             return {"exporter": "dynamo", "why": why, "opset": OPSET, "probe_max_abs_diff": diff}
         why = f"the dynamo exporter's graph differed from PyTorch by {diff:.3g} on a probe batch"
@@ -83,18 +83,19 @@ def export_graph(model, probe: dict[str, np.ndarray], dynamic: dict[str, dict[in
         torch.onnx.export(model, args, str(path), input_names=names, output_names=["logits"],
                           dynamic_axes={**dynamic, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False)
     return {"exporter": "torchscript", "why": why + "; used the TorchScript exporter (dynamo=False)", "opset": OPSET,
-            "probe_max_abs_diff": _probe_diff(path, probe, expected)}
+            "probe_max_abs_diff": probe_diff(path, probe, expected)}
 
 
-def _probe_diff(path: Path, probe: dict[str, np.ndarray], expected: np.ndarray) -> float:
+def probe_diff(path: Path, probe: dict[str, np.ndarray], expected: np.ndarray) -> float:
     from tunesmith.export.runtime import session
 
     got = session(path, threads=1).run(["logits"], probe)[0]
     return float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
 
 
-def export_text(model_dir: Path, path: Path, max_length: int) -> dict:
-    """A saved transformers sequence classifier -> ONNX with inputs (batch, sequence) of int64."""
+def export_text(model_dir: Path, path: Path, max_length: int, fuse_transformer: bool = True) -> dict:
+    """A saved transformers sequence classifier -> ONNX with inputs (batch, sequence) of int64; for a BERT-family
+    encoder (and fuse_transformer) ORT's fused graph when it reproduces the logits (see export/fusion.py)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunesmith.models import quiet_hf
@@ -106,8 +107,29 @@ def export_text(model_dir: Path, path: Path, max_length: int) -> dict:
                                                                                attn_implementation="eager")).eval()
     probe = text_probe(tokenizer, max_length)
     wrapper = _TextLogits(model, list(probe))
-    info = export_graph(wrapper, probe, {n: {0: "batch", 1: "sequence"} for n in probe}, path)
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in probe}
+    info = export_graph(wrapper, probe, dynamic, path)
+    if fuse_transformer:
+        info = {**info, **_fused(wrapper, probe, dynamic, model.config, path)}
     return {**info, "inputs": list(probe)}
+
+
+def _fused(wrapper, probe: dict[str, np.ndarray], dynamic: dict, config, path: Path) -> dict:
+    """Replace the plain graph at `path` by ORT's fused one when that reproduces the probe; export.json's fields."""
+    import torch
+
+    from tunesmith.export.fusion import fuse
+
+    names = list(probe)
+    args = tuple(torch.from_numpy(probe[n]) for n in names)
+    with torch.no_grad():
+        expected = wrapper(*args).float().numpy()
+    record = fuse(wrapper, args, names, dynamic, config, path, expected, probe, PROBE_TOLERANCE, OPSET)
+    if not record["applied"]:
+        return {"fusion": record}
+    return {"fusion": record, "exporter": "torchscript", "probe_max_abs_diff": record["probe_max_abs_diff"],
+            "why": "ORT's transformer fusion matches the TorchScript exporter's attention subgraph, so the shipped "
+                   "graph is the fused TorchScript export"}
 
 
 def export_image(model_dir: Path, path: Path) -> dict:

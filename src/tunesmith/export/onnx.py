@@ -125,21 +125,23 @@ def _sensitivity_search(run, work: Path, base, source: Path, calibration, refere
             f"{len(val_inputs)} validation rows choose how many stay fp32", "tried_k": [],
             "ranking": [{"layer": n, "mean_sq_logit_change": float(f"{d:.4g}")} for n, d in ranked]}
     for k in fp32_counts(len(ranked)):
-        cand = keeping(base, [n for n, _ in ranked[:k]])
-        out = work / f"sensitive{k}.onnx"
-        quantize(cand, source, out, calibration)
-        logits = _onnx_predictor(run, work, out.name).logits(val_inputs)
-        ok = _passes_on_validation(logits, reference["validation"], val_y)
-        note["tried_k"].append({"k": k, "passes_validation": ok})
-        out.unlink()
-        if ok:
-            return _scored(run, work, cand, source, out, calibration, reference, ys, rows), note
+        # int8-stored weights first (the file stays int8-sized); fp32 weights only when those fail
+        for int8_weights in (True, False):
+            cand = keeping(base, [n for n, _ in ranked[:k]], int8_weights)
+            out = work / f"sensitive{k}.onnx"
+            quantize(cand, source, out, calibration)
+            logits = _onnx_predictor(run, work, out.name).logits(val_inputs)
+            ok = _passes_on_validation(logits, reference["validation"], val_y)
+            note["tried_k"].append({"k": k, "weights": "int8" if int8_weights else "fp32", "passes_validation": ok})
+            out.unlink()
+            if ok:
+                return _scored(run, work, cand, source, out, calibration, reference, ys, rows), note
     return None, note
 
 
 def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_predictor) -> dict:
     """Try each quantization setting; keep the fastest within the bound as INT8_FILE. Returns the record."""
-    from tunesmith.export.quantize import candidates, prepared
+    from tunesmith.export.quantize import candidates, is_fused, prepared
 
     require("onnxruntime")
     tried, sensitivity = [], None
@@ -149,17 +151,21 @@ def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_
             if (folder / name).is_file():
                 shutil.copy2(folder / name, work / name)
         source = prepared(folder / FP32_FILE, work)
+        # static QDQ of a fused graph calibrates only tensors whose types symbolic shape inference supplies
+        sources = {"dynamic": source, "static": prepared(folder / FP32_FILE, work, symbolic=True)
+                   if is_fused(folder / FP32_FILE) else source}
         calibration = _calibration(run, fp32_predictor)
         plain = candidates()
         for i, cand in enumerate(plain):
-            tried.append(_scored(run, work, cand, source, work / f"candidate{i}.onnx", calibration, reference, ys,
-                                 rows))
+            tried.append(_scored(run, work, cand, sources[cand.kind], work / f"candidate{i}.onnx", calibration,
+                                 reference, ys, rows))
         scored = [(r, c) for r, c in zip(tried, plain) if "agreement" in r]
         if any(r["passes"] for r in tried):
             sensitivity = {"skipped": "a plain setting already passes; keeping layers in fp32 only slows it"}
         elif scored:  # start from the setting that agreed best on validation rows (test rows play no part)
             base = max(scored, key=lambda rc: rc[0]["splits"]["validation"]["agreement"])[1]
-            record, sensitivity = _sensitivity_search(run, work, base, source, calibration, reference, ys, rows)
+            record, sensitivity = _sensitivity_search(run, work, base, sources[base.kind], calibration, reference,
+                                                      ys, rows)
             tried.append(record if record is not None else {
                 "setting": f"{base.name}, up to {sensitivity['tried_k'][-1]['k']} most sensitive layers fp32",
                 "passes": False, "file": None, "why": "no number of layers kept in fp32 cleared the bound on the "
@@ -167,7 +173,10 @@ def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_
         passing = [r for r in tried if r["passes"]]
         chosen = min(passing, key=lambda r: r["latency_ms_batch1"]) if passing else None
         if chosen is not None:
+            from tunesmith.export.weights import breakdown
+
             shutil.copy2(chosen["file"], folder / INT8_FILE)
+            chosen["size_breakdown"] = breakdown(folder / INT8_FILE)
     for r in tried:
         r.pop("file")
     return {"bound": {"min_agreement": gate.INT8_AGREEMENT, "max_test_accuracy_loss": gate.INT8_MAX_LOSS},
@@ -179,6 +188,7 @@ def export_onnx(run, folder: Path, int8: bool) -> tuple[dict, str | None]:
     Returns export.json's record and, when the int8 search found no setting within the bound, the refusal."""
     from tunesmith.export.graph import file_mb
     from tunesmith.export.rows import gate_rows
+    from tunesmith.export.weights import breakdown
     from tunesmith.predict import load_predictor
 
     require("onnx", "onnxruntime", "onnxscript")
@@ -195,6 +205,7 @@ def export_onnx(run, folder: Path, int8: bool) -> tuple[dict, str | None]:
               "opset": info["opset"], "rows": how, "threads": LATENCY_THREADS,
               "pytorch": _torch_latency(torch_predictor, test_inputs),
               "fp32": {"file": FP32_FILE, "size_mb": file_mb(folder / FP32_FILE), "passes": ok, "why": why,
+                       "size_breakdown": breakdown(folder / FP32_FILE),
                        "bound": {"min_agreement": gate.FP32_AGREEMENT}, **fp32,
                        "latency_ms_batch1": gate.latency_ms(onnx_predictor.logits, test_inputs)}}
     if not ok:

@@ -35,6 +35,9 @@ def session(path: Path, threads: int = 2):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    # every ORT rewrite (constant folding, its own fusions, layout) on top of what the file already holds
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one classifier graph: no parallel branches to run
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
