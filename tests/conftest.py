@@ -78,7 +78,9 @@ def tiny_config(model: Path, train: Path, out: Path, **train_overrides) -> dict:
                   "logging_steps": 2, "warmup_ratio": 0.0,
                   # the default freezes word embeddings, right for pre-trained encoders; a random tiny model
                   # has nothing to keep in them and barely learns with them frozen
-                  "freeze_embeddings": False, **train_overrides},
+                  "freeze_embeddings": False,
+                  # likewise the default layer-wise rate decay (0.8 per layer) is for pre-trained lower layers
+                  "layer_decay": 1.0, **train_overrides},
         "output_dir": str(out),
         "run_name": "run",
     }
