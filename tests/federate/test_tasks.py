@@ -70,10 +70,11 @@ def test_chat_sft_federates_a_lora_adapter_and_beats_the_base_model(tiny_lm, tmp
     from tunesmith.federate import federate
 
     train = write_jsonl(tmp_path / "chat.jsonl", make_chats(96))
-    cfg = sft_config(tiny_lm, train, tmp_path / "runs", method="auto", learning_rate=3e-2)
+    cfg = sft_config(tiny_lm, train, tmp_path / "runs", method="auto", learning_rate=1e-1,
+                     lora={"rank": 8, "alpha": 64, "dropout": 0.0})
     cfg["train"].pop("epochs")
     cfg["sft"]["eval_generations"] = 2
-    cfg["federated"] = {"clients": 2, "rounds": 2, "local_epochs": 2}
+    cfg["federated"] = {"clients": 2, "rounds": 2, "local_epochs": 3}
     run = federate(build_config(cfg))
     res, fed = run.results, run.results["federated"]
     assert res["method"] == "lora" and fed["transfer"] == "adapter"
