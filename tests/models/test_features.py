@@ -18,7 +18,8 @@ def test_saving_a_cached_linear_probe_keeps_predictions_working(tiny_model, tmp_
     cfg = configure(build_config(tiny_config(tiny_model, tmp_path / "x.csv", tmp_path / "runs",
                                              method="linear-probe")))
     task = get_task(cfg.task)
-    data = TaskData(splits={"train": rows[:16], "validation": rows[16:20], "test": rows[20:]}, labels=sorted(set(rows["label"])))
+    data = TaskData(splits={"train": rows[:16], "validation": rows[16:20], "test": rows[20:]},
+                    labels=sorted(set(rows["label"])))
     prepared = task.prepare(cfg, data)
     assert prepared.resolved["feature_cache"] is True
     acc = make_accelerator(cfg)

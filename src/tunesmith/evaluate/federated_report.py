@@ -71,7 +71,8 @@ def _loss_table(comp: dict) -> str:
     lower, paired bootstrap over conversations)."""
     rows = [["federated (global model)", f"{comp['federated']['test']['loss']:.4f}", "", ""]]
     for name, arm in comp["arms"].items():
-        what = "untuned" if name == "base" else f"{comp['epochs']} epochs{' pooled' if name == 'centralized' else ' alone'}"
+        alone = " pooled" if name == "centralized" else " alone"
+        what = "untuned" if name == "base" else f"{comp['epochs']} epochs{alone}"
         d = arm["loss_reduction"]
         rows.append([f"{name} ({what})", f"{arm['test']['loss']:.4f}", _diff(d), d["verdict"]])
     local = comp.get("local_only")
