@@ -106,3 +106,14 @@ def test_an_sft_federation_refuses_a_label_partition_in_one_line(tiny_lm, tmp_pa
     cfg["federated"] = {"partition": "dirichlet:0.5"}
     with pytest.raises(UserError, match=r"federated.partition.*no labels"):
         resolve_config(build_config(cfg))
+
+
+def test_a_tabular_federation_is_refused_in_one_line(tmp_path):
+    from tunesmith.federate.entry import resolve_config
+
+    cfg = {"task": "tabular-classification", "data": {"train": str(tmp_path / "t.csv"), "label_column": "y"},
+           "output_dir": str(tmp_path), "federated": {"clients": 2}}
+    with pytest.raises(UserError, match=r"task = 'tabular-classification'.*federate supports text-classification, "
+                                        r"image-classification, sft so far") as err:
+        resolve_config(build_config(cfg))
+    assert "\n" not in str(err.value)
