@@ -39,7 +39,6 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
         cfg = build_config(raw, list(overrides))
     else:
         cfg = load_config(config, list(overrides))
-    fed = cfg.federated
     if cfg.task not in SUPPORTED_TASKS:
         raise field_error("task", cfg.task, f"federate supports {', '.join(SUPPORTED_TASKS)} so far")
     cfg = cfg.model_copy(deep=True)
