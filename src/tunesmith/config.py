@@ -446,7 +446,9 @@ class FederatedConfig(_Strict):
     transfer: Literal["adapter", "head", "full"] = Field("adapter", description="What travels between server and "
                                                          "clients: adapter (LoRA tensors and the task head; "
                                                          "train.method lora), head (the head only, a frozen "
-                                                         "body; linear-probe) or full (every weight; full).")
+                                                         "body; linear-probe) or full (every weight; full). "
+                                                         "Default: adapter; head for image-classification "
+                                                         "(a CNN has no LoRA).")
     client_cpus: float = Field(1.0, gt=0.0, description="Simulation: CPU cores reserved per client (Ray runs "
                                "as many clients at once as the machine's cores allow).")
     compare: bool = Field(True, description="Also train the comparison models on the same test split: "

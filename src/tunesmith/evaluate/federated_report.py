@@ -29,7 +29,10 @@ def federated_sections(results: dict) -> list[str]:
              f"{fed['local_epochs']} local epochs · fraction per round {fed['fraction_fit']} · global model from "
              f"round {fed['best_round']} (best validation)</p>"]
     comp = fed.get("comparison")
-    if comp:
+    if comp and "federated" in comp:  # SFT: judged on held-out response loss (federate/compare.judge_losses)
+        parts.append(f"<p class='verdict'><b>{html.escape(comp['verdict'])}</b>.</p>")
+        parts.append(_loss_table(comp))
+    elif comp:
         parts.append(f"<p class='verdict'><b>{html.escape(comp['verdict'])}</b>.</p>")
         rows = [["federated (global model)", _ci(test, "accuracy"), _ci(test, "macro_f1"), "", ""]]
         for name, arm in comp["arms"].items():
@@ -56,17 +59,37 @@ def federated_sections(results: dict) -> list[str]:
               f"({_mb(t['full_model_bytes'])}).</p>",
               "<h3>Training rows per silo and label</h3>"]
     labels = results["labels"]
+    counts = fed["silo_label_counts"] or [{} for _ in fed["silo_rows"]]  # a language model's rows have no labels
     parts.append(html_table(["silo", "rows", *labels],
-                            [[f"silo-{i}", n, *[counts.get(lab, 0) for lab in labels]]
-                             for i, (n, counts) in enumerate(zip(fed["silo_rows"], fed["silo_label_counts"]))]))
+                            [[f"silo-{i}", n, *[c.get(lab, 0) for lab in labels]]
+                             for i, (n, c) in enumerate(zip(fed["silo_rows"], counts))]))
     return parts
+
+
+def _loss_table(comp: dict) -> str:
+    """Held-out response loss of the federated model and each arm; arm minus federated (positive: federated
+    lower, paired bootstrap over conversations)."""
+    rows = [["federated (global model)", f"{comp['federated']['test']['loss']:.4f}", "", ""]]
+    for name, arm in comp["arms"].items():
+        alone = " pooled" if name == "centralized" else " alone"
+        what = "untuned" if name == "base" else f"{comp['epochs']} epochs{alone}"
+        d = arm["loss_reduction"]
+        rows.append([f"{name} ({what})", f"{arm['test']['loss']:.4f}", _diff(d), d["verdict"]])
+    local = comp.get("local_only")
+    if local:
+        d = local["loss_reduction_vs_mean"]
+        rows.append(["mean of silos alone", f"{local['mean_loss']:.4f}", _diff(d), d["verdict"]])
+        rows.append([f"worst silo alone ({local['worst']})", f"{local['worst_loss']:.4f}", "", ""])
+    return html_table(["model (same test conversations)", "response loss", "it minus federated: loss [CI] "
+                       "(paired bootstrap; positive = federated lower)", "verdict for federated"], rows)
 
 
 def _round_plot(rounds: list[dict]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    for key in ("accuracy", "macro_f1"):
+    keys = [k for k in ("accuracy", "macro_f1") if k in rounds[0]["validation"]] or ["loss"]
+    for key in keys:
         ax.plot([r["round"] for r in rounds], [r["validation"].get(key) for r in rounds], "o-", label=key)
     ax.set_xlabel("round (0: before training)"), ax.set_title("global model, validation"), ax.legend()
     return embed_png(fig)

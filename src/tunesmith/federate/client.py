@@ -22,7 +22,11 @@ def read_silo(path: str | Path, cfg: RunConfig, task) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"{path}: silo file not found")
     if path.name.endswith(".silo.jsonl"):
-        return pd.read_json(path, orient="records", lines=True, dtype=False)
+        rows = pd.read_json(path, orient="records", lines=True, dtype=False)
+        for column in rows.columns:
+            if rows[column].map(lambda v: isinstance(v, dict) and ARRAY in v).any():
+                rows[column] = rows[column].map(_array)
+        return rows
     own = cfg.model_copy(deep=True)
     # the file is all training rows: give it as every split so the loader splits nothing off
     own.data.train = own.data.validation = own.data.test = path
@@ -31,11 +35,38 @@ def read_silo(path: str | Path, cfg: RunConfig, task) -> pd.DataFrame:
 
 
 def write_silo(df: pd.DataFrame, path: Path) -> Path:
-    """Write a simulation silo (the rows as loaded and audited) for read_silo."""
+    """Write a simulation silo (the rows as loaded and audited) for read_silo. Array cells (an image task's
+    decoded pixels) travel exactly, as base64 bytes with their dtype and shape."""
     from tunesmith.io import atomic_write_text
 
+    df = df.copy()
+    for column in df.columns:
+        if df[column].map(lambda v: isinstance(v, np.ndarray)).any():
+            df[column] = df[column].map(_cell)
     atomic_write_text(path, df.to_json(orient="records", lines=True, force_ascii=False))
     return path
+
+
+ARRAY = "__ndarray__"
+
+
+def _cell(value):
+    if not isinstance(value, np.ndarray):
+        return value
+    import base64
+
+    value = np.ascontiguousarray(value)
+    return {ARRAY: base64.b64encode(value.tobytes()).decode("ascii"), "dtype": value.dtype.str,
+            "shape": list(value.shape)}
+
+
+def _array(value):
+    if not (isinstance(value, dict) and ARRAY in value):
+        return value
+    import base64
+
+    flat = np.frombuffer(base64.b64decode(value[ARRAY]), dtype=np.dtype(value["dtype"]))
+    return flat.reshape(value["shape"]).copy()
 
 
 def _monotone_evaluate(metric: str):
@@ -76,7 +107,8 @@ class LocalTrainer:
         self.cfg, self.silo, self.task = cfg, silo, get_task(cfg.task)
         path = silo_file or spec.silo_files[silo]
         rows = read_silo(path, cfg, self.task)
-        unknown = sorted(set(rows["label"].astype(str)) - set(spec.labels))
+        # a language model's rows (sft) have no labels to check
+        unknown = sorted(set(rows["label"].astype(str)) - set(spec.labels)) if spec.labels else []
         if unknown:
             raise UserError(f"{path}: labels {unknown[:5]} are not among the federation's labels "
                             f"({', '.join(spec.labels[:10])})")
@@ -87,7 +119,7 @@ class LocalTrainer:
         self.prepared = self.task.prepare(cfg, data)
         self.accelerator = make_accelerator(cfg)
         self.n = len(rows)
-        self.label_counts = rows["label"].astype(str).value_counts().to_dict()
+        self.label_counts = rows["label"].astype(str).value_counts().to_dict() if spec.labels else {}
 
     def train(self, global_state: dict[str, np.ndarray], local_epochs: int, server_round: int,
               proximal_mu: float = 0.0) -> LocalResult:

@@ -23,7 +23,11 @@ DEPLOYMENTS = ("simulation", "local")
 # federation fails (see simulation.simulate). A deployment without a runner is refused before any compute.
 RUNNERS: dict[str, str] = {"simulation": "tunesmith.federate.simulation:simulate",
                            "local": "tunesmith.federate.deploy:deploy_federation"}
-SUPPORTED_TASKS = ("text-classification",)
+SUPPORTED_TASKS = ("text-classification", "image-classification", "sft")
+# task -> the transfers it can train, the first being its default when federated.transfer is not set: a CNN
+# backbone has no attention projections for LoRA, and a language model has no head to probe
+TRANSFERS = {"text-classification": ("adapter", "head", "full"), "image-classification": ("head", "full"),
+             "sft": ("adapter", "full")}
 
 
 def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -35,15 +39,29 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
         cfg = build_config(raw, list(overrides))
     else:
         cfg = load_config(config, list(overrides))
-    fed = cfg.federated
     if cfg.task not in SUPPORTED_TASKS:
         raise field_error("task", cfg.task, f"federate supports {', '.join(SUPPORTED_TASKS)} so far")
+    cfg = cfg.model_copy(deep=True)
+    fed = cfg.federated
+    allowed = TRANSFERS[cfg.task]
+    if "transfer" not in fed.model_fields_set:
+        fed.transfer = allowed[0]
+    if fed.transfer not in allowed:
+        raise field_error("federated.transfer", fed.transfer, f"task {cfg.task} federates {' or '.join(allowed)}")
+    if cfg.task == "sft" and (fed.partition or "").startswith("dirichlet:"):
+        raise field_error("federated.partition", fed.partition, "task sft has no labels to skew; use iid or "
+                          "by-column:COLUMN")
+    if cfg.task == "sft" and fed.dp is not None:
+        raise field_error("federated.dp", "set", "differential privacy is federated for classification tasks only "
+                          "so far; remove federated.dp")
     method = TRANSFER_METHOD[fed.transfer]
     if cfg.train.method not in ("auto", method):
         raise field_error("train.method", cfg.train.method, f"federated.transfer = {fed.transfer!r} trains with "
                           f"{method}; set train.method to {method} or auto, or choose another transfer")
-    cfg = cfg.model_copy(deep=True)
     cfg.train.method = method
+    if cfg.task == "image-classification":
+        # a round is local epochs of the main stage: the head-first warm-up of an ordinary run has no place in it
+        cfg.image.freeze_epochs = 0
     if not cfg.eval.test:
         raise field_error("eval.test", False, "a federated run is judged on the test split; set eval.test=true")
     return configure(cfg)
@@ -149,7 +167,7 @@ def _execute(cfg: RunConfig, task, data, silo_rows, run_dir: Path, accelerator, 
     resolved.model.max_length = prepared.resolved["max_length"]
     save_config(resolved, run_dir / "config.yaml")
     distribution = label_distribution(pd.concat([s["label"] for s in silos], ignore_index=True),
-                                      _positions(silos), data.labels)
+                                      _positions(silos), data.labels) if data.labels else None  # sft: no labels
     describe_run(run_dir, resolved, task, data, splits, accelerator,
               {**prepared.resolved, "federated": {"silo_rows": [len(s) for s in silos],
                                                   "silo_label_counts": distribution}})
@@ -189,9 +207,8 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
 
     from tunesmith.evaluate.metrics import headline
     from tunesmith.run import Run, mark_status
-    from tunesmith.evaluate.inference import predict_logits
     from tunesmith.evaluate.report import write_report
-    from tunesmith.federate.compare import judge, train_arm
+    from tunesmith.federate.compare import compare_arms
     from tunesmith.federate.server import load_global, read_rounds
     from tunesmith.models.methods import load_trainable_state
 
@@ -217,6 +234,10 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
                 "train_samples_per_second": round(n_train * fed.rounds * fed.local_epochs * fed.fraction_fit
                                                   / max(seconds, 1e-9), 2),
                 "steps_are": "federated rounds"}
+    if fed.compare:  # the federated model's test outputs, before finish saves (and a LoRA save merges) it
+        from tunesmith.federate.compare import test_outputs
+
+        own = test_outputs(task, cfg, prepared, accelerator)
     results = task.finish(cfg, data, prepared, accelerator, training, run_dir)
     federated = {"clients": fed.n_clients, "partition": fed.partition or ("silo_files" if fed.silo_files else "iid"),
                  "strategy": fed.strategy, "transfer": fed.transfer, "rounds": fed.rounds,
@@ -225,12 +246,7 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
                  "round_curve": rounds, "traffic": _traffic(rounds, prepared.model), "seconds": round(seconds, 2)}
     if fed.compare:
         epochs = fed.rounds * fed.local_epochs  # the same passes over each row as the federation made
-        logits, y = predict_logits(prepared.model, prepared.encoded["test"], prepared.evaluation_collate,
-                                   cfg.train.eval_batch_size, accelerator, task.logits)
-        arms = {"centralized": train_arm(task, cfg, data, pd.concat(silos, ignore_index=True), epochs, accelerator)}
-        for i, rows in enumerate(silos):
-            arms[f"silo-{i}"] = train_arm(task, cfg, data, rows.reset_index(drop=True), epochs, accelerator)
-        federated["comparison"] = judge(y, logits, arms, data.labels, cfg.eval, cfg.train.seed)
+        federated["comparison"] = compare_arms(task, cfg, data, silos, own, epochs, accelerator)
         federated["comparison"]["epochs"] = epochs
     if fed.dp is not None:  # the privacy budget, and the DP model against the base model (privacy.py)
         from tunesmith.federate import privacy

@@ -9,8 +9,9 @@ the full model's) and declines when they differ.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -93,8 +94,24 @@ def attach(model: nn.Module, features: Features, encoded: dict[str, Sequence[dic
     return False
 
 
+@contextmanager
+def detached(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with its real body (to save it), the cache put back afterwards: the encoded splits are
+    row ids, so predicting after a save still needs the cached body."""
+    prefix = getattr(model, "base_model_prefix", "")
+    cached = getattr(model, prefix, None) if prefix else None
+    if not isinstance(cached, CachedBody):
+        yield model
+        return
+    setattr(model, prefix, cached.body)
+    try:
+        yield model
+    finally:
+        setattr(model, prefix, cached)
+
+
 def detach(model: nn.Module) -> nn.Module:
-    """Put the real body back (before saving the model)."""
+    """Put the real body back for good."""
     prefix = getattr(model, "base_model_prefix", "")
     cached = getattr(model, prefix, None) if prefix else None
     if isinstance(cached, CachedBody):

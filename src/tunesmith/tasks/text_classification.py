@@ -219,6 +219,7 @@ class TextClassification(Classifier):
         return out
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
-        from tunesmith.models.features import detach
+        from tunesmith.models.features import detached
 
-        save_model(detach(model), prepared.preprocessor, folder)
+        with detached(model) as plain:
+            save_model(plain, prepared.preprocessor, folder)
