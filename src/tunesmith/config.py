@@ -449,6 +449,12 @@ class FederatedConfig(_Strict):
                                                          "body; linear-probe) or full (every weight; full). "
                                                          "Default: adapter; head for image-classification "
                                                          "(a CNN has no LoRA).")
+    local_loss: Literal["plain", "prior-adjusted"] = Field("plain", description="Classification: the loss each "
+                                                          "client trains with. prior-adjusted adds the log of the "
+                                                          "silo's own label shares to the logits (logit adjustment, "
+                                                          "as FedLC), so a silo that holds few labels does not pull "
+                                                          "the shared head towards them; the global model predicts "
+                                                          "unadjusted.")
     client_cpus: float = Field(1.0, gt=0.0, description="Simulation: CPU cores reserved per client (Ray runs "
                                "as many clients at once as the machine's cores allow).")
     compare: bool = Field(True, description="Also train the comparison models on the same test split: "

@@ -66,3 +66,45 @@ def test_fedprox_keeps_a_client_closer_to_the_global_model(trainer):
     free = trainer.train(global_state, local_epochs=2, server_round=2)
     held = trainer.train(global_state, local_epochs=2, server_round=2, proximal_mu=100.0)
     assert _distance(held.state, global_state) < 0.5 * _distance(free.state, global_state)
+
+
+def test_prior_adjusted_loss_leaves_the_labels_a_silo_lacks_alone():
+    import torch
+
+    from tunesmith.federate.client import prior_adjusted
+    from tunesmith.tasks.classification import ClassLoss
+
+    head = torch.nn.Linear(4, 3)
+    x = torch.randn(16, 4)
+    base = ClassLoss(lambda m, b: m(b["x"]))
+    batch = {"x": x, "labels": torch.zeros(16, dtype=torch.long)}  # this silo holds label "a" only
+    plain_grad = torch.autograd.grad(base(head, batch), head.bias)[0]
+    adjusted = prior_adjusted(base, {"a": 16}, ["a", "b", "c"])
+    adj_grad = torch.autograd.grad(adjusted(head, batch), head.bias)[0]
+    assert plain_grad[1] > 0.05 and plain_grad[2] > 0.05  # plain: push the absent labels down
+    assert adj_grad[1] == 0 and adj_grad[2] == 0  # adjusted: leave them be
+    # with the silo's shares equal for every label, the adjustment is a constant shift: the same loss
+    even = prior_adjusted(base, {"a": 5, "b": 5, "c": 5}, ["a", "b", "c"])
+    assert float(even(head, batch)) == pytest.approx(float(base(head, batch)), abs=1e-6)
+
+
+def test_a_trainer_with_prior_adjusted_loss_trains_with_its_silos_shares(tmp_path, tiny_model):
+    from tunesmith.models.methods import trainable_state
+
+    rows = make_rows(48, seed=4)
+    rows["__row__"] = range(1, len(rows) + 1)
+    rows = rows[rows["label"] == "pos"].reset_index(drop=True)  # one label only
+    states = {}
+    for mode in ("plain", "prior-adjusted"):
+        cfg = build_config({**tiny_config(tiny_model, tmp_path / "x.csv", tmp_path, method="lora",
+                                          learning_rate=5e-2),
+                            "federated": {"clients": 2, "local_loss": mode}})
+        spec = FedSpec(config=cfg.model_dump(mode="json"), labels=["neg", "pos"],
+                       silo_files=[str(write_silo(rows, tmp_path / f"{mode}.silo.jsonl"))], folder=str(tmp_path))
+        t = LocalTrainer(spec, 0)
+        start = {k: v.numpy() for k, v in trainable_state(t.prepared.model).items()}
+        states[mode] = t.train(start, local_epochs=2, server_round=1).state
+        bias = next(k for k in start if "classifier" in k and k.endswith(".bias"))
+        states[mode + "-move"] = float(np.abs(states[mode][bias] - start[bias]).sum())
+    # plain training on one label drives the bias apart; adjusted training hardly moves it
+    assert states["plain-move"] > 5 * states["prior-adjusted-move"]

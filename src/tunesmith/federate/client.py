@@ -119,6 +119,7 @@ class LocalTrainer:
         self.prepared = self.task.prepare(cfg, data)
         self.accelerator = make_accelerator(cfg)
         self.n = len(rows)
+        self.labels = list(spec.labels)
         self.label_counts = rows["label"].astype(str).value_counts().to_dict() if spec.labels else {}
 
     def train(self, global_state: dict[str, np.ndarray], local_epochs: int, server_round: int,
@@ -138,6 +139,8 @@ class LocalTrainer:
         set_seed(seed)
         train_cfg = cfg.train.model_copy(update={"seed": seed, "early_stopping_patience": None})
         base_loss = p.loss or self.task.loss
+        if cfg.federated.local_loss == "prior-adjusted" and self.label_counts:
+            base_loss = prior_adjusted(base_loss, self.label_counts, self.labels)
         loss = base_loss if proximal_mu <= 0 else _proximal(base_loss, model, proximal_mu)
         with tempfile.TemporaryDirectory(prefix=f"silo{self.silo}-") as tmp:
             result = train_loop(loss, model, p.encoded["train"], p.lengths, p.collate,
@@ -148,6 +151,21 @@ class LocalTrainer:
         losses = [r["loss"] for r in records if r["type"] == "train"]
         state = {k: v.numpy() for k, v in trainable_state(self.accelerator.unwrap_model(model)).items()}
         return LocalResult(state, self.n, losses[-1] if losses else None, result.global_step)
+
+
+def prior_adjusted(loss, counts: dict[str, int], labels: list[str]):
+    """The task's class loss with the silo's log label shares added to the logits while training. Labels the silo
+    lacks get -1e4, out of the softmax: their gradient is exactly zero, so not even Adam, which rescales small
+    gradients to full steps, moves their scores."""
+    import dataclasses
+
+    from tunesmith.tasks.classification import ClassLoss
+
+    if not isinstance(loss, ClassLoss):
+        raise UserError("federated.local_loss = 'prior-adjusted': this task has no class loss; use plain")
+    n = np.array([counts.get(label, 0) for label in labels], dtype=np.float64)
+    offset = torch.tensor(np.where(n > 0, np.log(np.maximum(n, 1) / n.sum()), -1e4), dtype=torch.float32)
+    return dataclasses.replace(loss, logit_offset=offset)
 
 
 def _proximal(base, model: torch.nn.Module, mu: float):

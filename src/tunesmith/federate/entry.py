@@ -51,6 +51,8 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
     if cfg.task == "sft" and (fed.partition or "").startswith("dirichlet:"):
         raise field_error("federated.partition", fed.partition, "task sft has no labels to skew; use iid or "
                           "by-column:COLUMN")
+    if cfg.task == "sft" and fed.local_loss != "plain":
+        raise field_error("federated.local_loss", fed.local_loss, "task sft has no labels to adjust for; use plain")
     if cfg.task == "sft" and fed.dp is not None:
         raise field_error("federated.dp", "set", "differential privacy is federated for classification tasks only "
                           "so far; remove federated.dp")

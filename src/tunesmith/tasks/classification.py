@@ -25,9 +25,14 @@ class ClassLoss:
     logits: Callable[[torch.nn.Module, dict], torch.Tensor]  # the task's logits(model, batch)
     class_weight: torch.Tensor | None = None
     label_smoothing: float = 0.0
+    # added to the logits in training only (logit adjustment, Menon et al. 2021): log label shares, so the
+    # model learns scores free of this data's label skew (a federated silo's, see federate/client.py)
+    logit_offset: torch.Tensor | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.logits(model, batch).float()
+        if self.logit_offset is not None:
+            logits = logits + self.logit_offset.to(logits.device)
         weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
         target = batch.get("targets", batch["labels"])  # mixup/cutmix give class probabilities
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
