@@ -34,7 +34,8 @@ def config(a, output_dir: str) -> dict:
             "audit": {"on_issue": "fix", "label_errors": False},
             "eval": {"baselines": ["majority_class", "tfidf_logreg"]},
             "federated": {"clients": a.clients, "partition": f"dirichlet:{a.alpha}", "rounds": a.rounds,
-                          "local_epochs": a.local_epochs, "strategy": a.strategy, "transfer": "adapter"},
+                          "local_epochs": a.local_epochs, "strategy": a.strategy, "transfer": "adapter",
+                          "local_loss": a.local_loss, "compare": not a.no_compare},
             "output_dir": output_dir, "run_name": "bbc-federated"}
 
 
@@ -74,7 +75,7 @@ def append(a, f: dict) -> None:
     lines = [f"\n## {dt.date.today()} — federated LoRA on Flower: BBC News, minilm-l6, {a.clients} silos, "
              f"Dirichlet α={a.alpha} ({platform.machine()}, {os.cpu_count()} cores{', ' + a.note if a.note else ''})\n",
              f"`python bench/bench_federated.py --clients {a.clients} --alpha {a.alpha} --rounds {a.rounds} "
-             f"--local-epochs {a.local_epochs} --lr {a.lr} --max-length {a.max_length}"
+             f"--local-epochs {a.local_epochs} --lr {a.lr} --max-length {a.max_length} --local-loss {a.local_loss}"
              f"{f' --max-train-rows {a.max_train_rows}' if a.max_train_rows else ''}` (FedAvg, LoRA r=8 + head; "
              f"same global test split of {f['test_rows']} rows; paired bootstrap 95% intervals)\n",
              "| model | test accuracy | federated minus it |", "|---|---|---|",
@@ -103,6 +104,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--strategy", default="fedavg")
+    p.add_argument("--local-loss", default="plain", choices=["plain", "prior-adjusted"])
+    p.add_argument("--no-compare", action="store_true", help="the federation only (no centralized and silo "
+                   "models): quick ablations, not the issue's figures")
     p.add_argument("--max-train-rows", type=int, default=None, help="a seeded stratified sample of the training "
                    "split (quick runs on a loaded machine); default: all")
     p.add_argument("--seed", type=int, default=42)
@@ -116,6 +120,12 @@ def main() -> None:
     out = a.output_dir or tempfile.mkdtemp(prefix="tunesmith-fed-bench-")
     tic = time.perf_counter()
     run = federate(build_config(config(a, out)))
+    if a.no_compare:
+        fed = run.results["federated"]
+        print(json.dumps({"federated_accuracy": run.results["test"]["accuracy"], "best_round": fed["best_round"],
+                          "round_validation_accuracy": [r["validation"]["accuracy"] for r in fed["round_curve"]],
+                          "federation_seconds": fed["seconds"], "local_loss": a.local_loss}))
+        return
     f = figures(run, time.perf_counter() - tic)
     print(json.dumps(f))
     if a.append:
