@@ -43,6 +43,8 @@ CONFIGS: dict[str, list[str]] = {
     "lr4e-4+ld0.7": ["train.learning_rate=4e-4", "train.layer_decay=0.7"],
     "lr5e-4+ld0.8": ["train.learning_rate=5e-4", "train.layer_decay=0.8"],
     "lr4e-4+ld0.8+ls0.1": ["train.learning_rate=4e-4", "train.layer_decay=0.8", "train.label_smoothing=0.1"],
+    "3ep+lr4e-4+ld0.8": ["train.epochs=3", "train.learning_rate=4e-4", "train.layer_decay=0.8"],
+    "3ep+lr5e-4+ld0.8": ["train.epochs=3", "train.learning_rate=5e-4", "train.layer_decay=0.8"],
 }
 
 
