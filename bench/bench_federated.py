@@ -95,38 +95,49 @@ def append(a, f: dict) -> None:
         fh.write("\n".join(lines))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=0.3)
-    p.add_argument("--rounds", type=int, default=5)
+def federation_args(p: argparse.ArgumentParser, clients: int, rounds: int) -> None:
+    """The options every federated benchmark takes (this one and bench_federated_sft.py)."""
+    p.add_argument("--clients", type=int, default=clients)
+    p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output-dir", default=None)
+    p.add_argument("--note", default="", help="e.g. 'contended (load 8)': printed with the times")
+    p.add_argument("--append", action="store_true")
+
+
+def run_federation(a, make_config, prefix: str):
+    """federate() on make_config(a, output folder); the finished run and the wall seconds it took."""
+    from tunesmith.config import build_config
+    from tunesmith.federate import federate
+
+    out = a.output_dir or tempfile.mkdtemp(prefix=prefix)
+    tic = time.perf_counter()
+    run = federate(build_config(make_config(a, out)))
+    return run, time.perf_counter() - tic
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    federation_args(p, clients=8, rounds=5)
+    p.add_argument("--alpha", type=float, default=0.3)
     p.add_argument("--strategy", default="fedavg")
     p.add_argument("--local-loss", default="plain", choices=["plain", "prior-adjusted"])
     p.add_argument("--no-compare", action="store_true", help="the federation only (no centralized and silo "
                    "models): quick ablations, not the issue's figures")
     p.add_argument("--max-train-rows", type=int, default=None, help="a seeded stratified sample of the training "
                    "split (quick runs on a loaded machine); default: all")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output-dir", default=None)
-    p.add_argument("--note", default="", help="e.g. 'contended (load 8)': printed with the times")
-    p.add_argument("--append", action="store_true")
     a = p.parse_args()
-    from tunesmith.config import build_config
-    from tunesmith.federate import federate
-
-    out = a.output_dir or tempfile.mkdtemp(prefix="tunesmith-fed-bench-")
-    tic = time.perf_counter()
-    run = federate(build_config(config(a, out)))
+    run, wall = run_federation(a, config, "tunesmith-fed-bench-")
     if a.no_compare:
         fed = run.results["federated"]
         print(json.dumps({"federated_accuracy": run.results["test"]["accuracy"], "best_round": fed["best_round"],
                           "round_validation_accuracy": [r["validation"]["accuracy"] for r in fed["round_curve"]],
                           "federation_seconds": fed["seconds"], "local_loss": a.local_loss}))
         return
-    f = figures(run, time.perf_counter() - tic)
+    f = figures(run, wall)
     print(json.dumps(f))
     if a.append:
         append(a, f)

@@ -21,9 +21,9 @@ import datetime as dt
 import json
 import os
 import platform
-import tempfile
-import time
 from pathlib import Path
+
+from bench_federated import federation_args, run_federation  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,25 +96,12 @@ def append(a, f: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--max-length", type=int, default=128)
+    federation_args(p, clients=4, rounds=2)
     p.add_argument("--generations", type=int, default=4, help="held-out answers generated side by side")
     p.add_argument("--compare", action="store_true", help="also train centralized and each silo alone")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output-dir", default=None)
-    p.add_argument("--note", default="", help="e.g. 'contended (load 8)': printed with the times")
-    p.add_argument("--append", action="store_true")
     a = p.parse_args()
-    from tunesmith.config import build_config
-    from tunesmith.federate import federate
-
-    out = a.output_dir or tempfile.mkdtemp(prefix="tunesmith-fedsft-bench-")
-    tic = time.perf_counter()
-    run = federate(build_config(config(a, out)))
-    f = figures(run, time.perf_counter() - tic)
+    run, wall = run_federation(a, config, "tunesmith-fedsft-bench-")
+    f = figures(run, wall)
     print(json.dumps(f))
     if a.append:
         append(a, f)

@@ -108,12 +108,3 @@ def detached(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         setattr(model, prefix, cached)
-
-
-def detach(model: nn.Module) -> nn.Module:
-    """Put the real body back for good."""
-    prefix = getattr(model, "base_model_prefix", "")
-    cached = getattr(model, prefix, None) if prefix else None
-    if isinstance(cached, CachedBody):
-        setattr(model, prefix, cached.body)
-    return model
