@@ -32,6 +32,14 @@ def fed_run(tmp_path_factory, tiny_model):
     return federate(build_config(cfg))
 
 
+def kept_validation(fed: dict) -> dict:
+    """Validation metrics of the global model the run kept: the best round's, or its refitted head's."""
+    refit = fed["head_refit"]
+    if refit["kept"]:
+        return next(c for c in refit["candidates"] if c["head"] == refit["kept"])["validation"]
+    return [r for r in fed["round_curve"] if r["best"]][-1]["validation"]
+
+
 def test_every_round_completes_with_every_client_and_the_aggregate_is_none_of_theirs(fed_run):
     rounds = fed_run.results["federated"]["round_curve"]
     assert [r["round"] for r in rounds] == list(range(ROUNDS + 1))  # round 0: the model before training
@@ -69,11 +77,13 @@ def test_the_run_folder_is_ordinary_and_predict_reproduces_its_test_predictions(
                  "test_predictions.csv", "model", "adapter"):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
-    # the saved model is the best round's global model: the run scores it on validation as the server did
+    # the saved model is the best round's global model (with the refitted head when that validated better):
+    # the run scores it on validation as the server did
     best = [r for r in fed_run.results["federated"]["round_curve"] if r["best"]][-1]
     assert best["round"] > 0
-    assert fed_run.results["validation"]["accuracy"] == pytest.approx(best["validation"]["accuracy"])
-    assert fed_run.results["validation"]["loss"] == pytest.approx(best["validation"]["loss"], rel=1e-5)
+    kept = kept_validation(fed_run.results["federated"])
+    assert fed_run.results["validation"]["accuracy"] == pytest.approx(kept["accuracy"])
+    assert fed_run.results["validation"]["loss"] == pytest.approx(kept["loss"], rel=1e-5)
     test = pd.read_csv(run_dir / "test_predictions.csv")
     test[["text"]].to_csv(tmp_path / "in.csv", index=False)
     assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.csv"), "--output",
@@ -106,10 +116,30 @@ def test_a_server_built_from_the_spec_alone_scores_the_global_model_as_the_run_d
 
     folder = fed_run.path / "federation"
     hooks = hooks_from_spec(folder / "spec.json")
-    rounds = fed_run.results["federated"]["round_curve"]
-    best = [r for r in rounds if r["best"]][-1]
+    kept = kept_validation(fed_run.results["federated"])
     state = {k: v.numpy() for k, v in load_file(str(folder / "global.safetensors")).items()}
     again = hooks.evaluate(state)
-    assert again["accuracy"] == pytest.approx(best["validation"]["accuracy"])
-    assert again["loss"] == pytest.approx(best["validation"]["loss"], rel=1e-5)
+    assert again["accuracy"] == pytest.approx(kept["accuracy"])
+    assert again["loss"] == pytest.approx(kept["loss"], rel=1e-5)
     assert sorted(hooks.initial) == sorted(state)
+
+
+def test_the_head_is_refit_from_pooled_class_statistics_once_and_kept_only_if_it_validates_better(fed_run):
+    """Every silo sent its statistics once (bytes counted), each LDA head was scored on validation, and the
+    kept one is the global model (the tests above score global.safetensors against its validation)."""
+    from tunesmith.federate.refit import SHRINKAGES
+
+    fed = fed_run.results["federated"]
+    refit, traffic = fed["head_refit"], fed["traffic"]
+    assert [c["head"] for c in refit["candidates"]] == [f"lda shrinkage {a}" for a in SHRINKAGES]
+    assert refit["traffic"]["silos"] == 3
+    labels, hidden = len(fed_run.results["labels"]), 32  # tiny BERT: 32 features into the head
+    statistics = 4 * (labels + labels * hidden + hidden * hidden)  # float32 counts, means, scatter
+    assert statistics < traffic["refit_bytes_per_client"] < statistics + 4096
+    rounds = sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in fed["round_curve"])
+    assert traffic["bytes_total"] == rounds + refit["traffic"]["bytes_sent"] + refit["traffic"]["bytes_received"]
+    best_round = max(r["validation"]["macro_f1"] for r in fed["round_curve"])
+    scores = [c["validation"]["macro_f1"] for c in refit["candidates"]]
+    assert refit["averaged_head_validation"] == pytest.approx(best_round)
+    assert (refit["kept"] is not None) == (max(scores) > best_round)
+    assert refit["kept"] is not None  # the tiny skewed run gains from it (0.85 -> 0.90 validation accuracy)

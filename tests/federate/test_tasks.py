@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import make_chats
+from tests.conftest import make_chats, tiny_config
 from tests.image.test_image import face_folder, faces, image_config, tiny_cnn  # noqa: F401 (fixtures)
 from tests.sft.test_sft import sft_config, write_jsonl
 from tunesmith.config import build_config
@@ -117,3 +117,23 @@ def test_a_tabular_federation_is_refused_in_one_line(tmp_path):
                                         r"image-classification, sft so far") as err:
         resolve_config(build_config(cfg))
     assert "\n" not in str(err.value)
+
+
+def test_the_head_refit_is_on_for_classification_and_refused_where_there_is_no_head_or_dp_is_on(
+        tiny_lm, tiny_model, tmp_path):
+    from tunesmith.federate.entry import resolve_config
+
+    text = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", method="auto")
+    text["federated"] = {"clients": 2}
+    assert resolve_config(build_config(text)).federated.refit_head is True
+    text["federated"]["dp"] = {"side": "server", "clip": 1.0, "noise_multiplier": 0.5}
+    assert resolve_config(build_config(text)).federated.refit_head is False  # the statistics are not noised
+    text["federated"]["refit_head"] = True
+    with pytest.raises(UserError, match=r"federated.refit_head.*without DP noise"):
+        resolve_config(build_config(text))
+    chat = sft_config(tiny_lm, tmp_path / "chat.jsonl", tmp_path / "runs")
+    chat["train"]["method"] = "auto"
+    assert resolve_config(build_config(chat)).federated.refit_head is False
+    chat["federated"] = {"refit_head": True}
+    with pytest.raises(UserError, match=r"federated.refit_head.*no classifier head"):
+        resolve_config(build_config(chat))

@@ -47,6 +47,8 @@ def federated_sections(results: dict) -> list[str]:
         parts += [html_table(["model (same test split)", "accuracy [CI]", "macro-F1 [CI]",
                               "federated minus it: accuracy [CI] (paired bootstrap)", "verdict"], rows)]
     parts += ["<h3>Global model on validation, per round</h3>", _round_plot(fed["round_curve"])]
+    if fed.get("head_refit"):
+        parts.append(_refit_paragraph(fed["head_refit"], fed["traffic"]))
     t = fed["traffic"]
     rows = [[r["round"], r.get("clients_ok", ""), r.get("clients_failed", ""), _mb(r.get("bytes_sent", 0)),
              _mb(r.get("bytes_received", 0)), *[r["validation"].get(k, "") for k in ("accuracy", "macro_f1", "loss")]]
@@ -64,6 +66,19 @@ def federated_sections(results: dict) -> list[str]:
                             [[f"silo-{i}", n, *[c.get(lab, 0) for lab in labels]]
                              for i, (n, c) in enumerate(zip(fed["silo_rows"], counts))]))
     return parts
+
+
+def _refit_paragraph(refit: dict, traffic: dict) -> str:
+    """What the head refit from pooled class statistics gave on validation, and whether it was kept."""
+    metric = refit["metric"]
+    tried = ", ".join(f"{html.escape(c['head'])}: {c['validation'][metric]:.4f}" for c in refit["candidates"])
+    kept = (f"kept <b>{html.escape(refit['kept'])}</b>" if refit["kept"]
+            else "kept the averaged head (no refit validated better)")
+    return (f"<h3>Head refit from pooled class statistics</h3><p>Each silo sent its label counts, feature means "
+            f"and within-label scatter once ({_mb(traffic.get('refit_bytes_per_client', 0))} per silo = "
+            f"{traffic.get('refit_share_of_full_weights') or 0:.2%} of the full weights); the server solved the LDA "
+            f"head on the pooled statistics. Validation {html.escape(metric)}: averaged head "
+            f"{refit['averaged_head_validation']:.4f}; {tried}. The run {kept}.</p>")
 
 
 def _loss_table(comp: dict) -> str:

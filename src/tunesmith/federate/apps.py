@@ -88,8 +88,7 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
 
     app = ClientApp(mods=[client_mod])  # clips the reply when the server asks for client-side DP
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def trainer_for(context: Context) -> LocalTrainer:
         path = str(context.run_config.get(SPEC_KEY, spec_path or ""))
         if not path:
             raise UserError(f"no federation spec: set run_config {SPEC_KEY} or pass spec_path to build_client_app")
@@ -102,7 +101,17 @@ def build_client_app(spec_path: str | Path | None = None) -> "ClientApp":
             _TRAINERS.clear()
             gc.collect()
             _TRAINERS[key] = LocalTrainer(spec, silo, own)
-        trainer: LocalTrainer = _TRAINERS[key]  # type: ignore[assignment]
+        return _TRAINERS[key]  # type: ignore[return-value]
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        """The head refit's request: this silo's class statistics under the global body (refit.py)."""
+        stats = trainer_for(context).statistics(_from_record(msg.content["arrays"]))
+        return Message(content=RecordDict({"statistics": _to_record(stats)}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        trainer = trainer_for(context)
         config = msg.content["config"]
         result = trainer.train(_from_record(msg.content["arrays"]), int(config["local-epochs"]),
                                int(config["server-round"]), float(config.get("proximal-mu", 0.0)))
@@ -250,5 +259,33 @@ def build_server_app(hooks: "ServerHooks | None" = None, fed: FederatedConfig | 
         runner.start(grid=grid, initial_arrays=_to_record(hooks.initial), num_rounds=fed.rounds,
                      timeout=fed.round_timeout, train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
                      evaluate_fn=evaluate)
+        if fed.refit_head:
+            _refit_head(grid, hooks, fed)
 
     return app
+
+
+def _refit_head(grid, hooks: "ServerHooks", fed: FederatedConfig) -> None:
+    """Ask every silo for its class statistics under the best global body, pool them and offer the LDA heads
+    to HOOKS.refit, which keeps one only if it validates better than the averaged head (refit.py)."""
+    from flwr.app import Message, MessageType, RecordDict
+
+    from tunesmith.federate import refit
+    from tunesmith.federate.server import load_global
+
+    state = {k: v.numpy() for k, v in load_global(hooks.folder).items()}
+    record = _to_record(state)
+    messages = [Message(content=RecordDict({"arrays": record}), dst_node_id=node, message_type=MessageType.QUERY)
+                for node in sorted(grid.get_node_ids())]
+    replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+    ok = [m for m in replies if not m.has_error()]
+    need = fed.min_available_clients or len(messages)
+    if len(ok) < max(need, 1):
+        reasons = "; ".join(_last_line(m.error.reason) for m in replies if m.has_error())
+        raise FederationError(f"head refit: {len(ok)} of {len(messages)} silos sent their statistics, {need} "
+                              f"needed{f'; failures: {reasons}' if reasons else ''}")
+    pooled = refit.pool([_from_record(m.content["statistics"]) for m in ok])
+    traffic = {"silos": len(ok), "bytes_sent": sum(serialized_bytes(m) for m in messages),
+               "bytes_received": sum(serialized_bytes(m) for m in ok),
+               "bytes_received_per_client": max(serialized_bytes(m) for m in ok)}
+    hooks.refit(state, {f"lda shrinkage {a}": refit.lda_head(pooled, a) for a in refit.SHRINKAGES}, traffic)

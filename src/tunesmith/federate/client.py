@@ -153,6 +153,22 @@ class LocalTrainer:
         return LocalResult(state, self.n, losses[-1] if losses else None, result.global_step)
 
 
+    def statistics(self, global_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This silo's label counts, feature means and within-label scatter under GLOBAL_STATE's body, read at
+        the head's input (refit.py pools them into a closed-form head)."""
+        from tunesmith.federate.refit import silo_statistics
+        from tunesmith.models.head import head_inputs
+        from tunesmith.models.methods import load_trainable_state
+
+        model = self.accelerator.unwrap_model(self.prepared.model)
+        load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in global_state.items()})
+        p = self.prepared
+        x, y = head_inputs(model, len(self.labels), p.encoded["train"], p.evaluation_collate,
+                             self.task.logits, self.cfg.train.eval_batch_size)
+        # float32 on the wire: half the bytes, and each silo's scatter is about its own means (no cancellation)
+        return {k: v.astype(np.float32) for k, v in silo_statistics(x, y, len(self.labels)).items()}
+
+
 def prior_adjusted(loss, counts: dict[str, int], labels: list[str]):
     """The task's class loss with the silo's log label shares added to the logits while training. Labels the silo
     lacks get -1e4, out of the softmax: their gradient is exactly zero, so not even Adam, which rescales small

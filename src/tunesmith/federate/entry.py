@@ -56,6 +56,13 @@ def resolve_config(config: RunConfig | str | Path, overrides: Sequence[str] = ()
     if cfg.task == "sft" and fed.dp is not None:
         raise field_error("federated.dp", "set", "differential privacy is federated for classification tasks only "
                           "so far; remove federated.dp")
+    if fed.refit_head and cfg.task == "sft":
+        raise field_error("federated.refit_head", True, "task sft has no classifier head; remove it")
+    if fed.refit_head and fed.dp is not None:
+        raise field_error("federated.refit_head", True, "the class statistics would travel without DP noise; "
+                          "set it to false with federated.dp")
+    if fed.refit_head is None:
+        fed.refit_head = cfg.task != "sft" and fed.dp is None
     method = TRANSFER_METHOD[fed.transfer]
     if cfg.train.method not in ("auto", method):
         raise field_error("train.method", cfg.train.method, f"federated.transfer = {fed.transfer!r} trains with "
@@ -211,7 +218,7 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
     from tunesmith.run import Run, mark_status
     from tunesmith.evaluate.report import write_report
     from tunesmith.federate.compare import compare_arms
-    from tunesmith.federate.server import load_global, read_rounds
+    from tunesmith.federate.server import load_global, read_refit, read_rounds
     from tunesmith.models.methods import load_trainable_state
 
     fed = cfg.federated
@@ -245,7 +252,11 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
                  "strategy": fed.strategy, "transfer": fed.transfer, "rounds": fed.rounds,
                  "local_epochs": fed.local_epochs, "fraction_fit": fed.fraction_fit, "best_round": best["round"],
                  "silo_rows": [len(s) for s in silos], "silo_label_counts": distribution,
-                 "round_curve": rounds, "traffic": _traffic(rounds, prepared.model), "seconds": round(seconds, 2)}
+                 "round_curve": rounds, "seconds": round(seconds, 2)}
+    refitted = read_refit(folder)
+    if refitted is not None:
+        federated["head_refit"] = refitted
+    federated["traffic"] = _traffic(rounds, prepared.model, refitted)
     if fed.compare:
         epochs = fed.rounds * fed.local_epochs  # the same passes over each row as the federation made
         federated["comparison"] = compare_arms(task, cfg, data, silos, own, epochs, accelerator)
@@ -266,13 +277,19 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
     return Run(run_dir, cfg, "completed", results)
 
 
-def _traffic(rounds: list[dict], model) -> dict:
-    """Bytes per round and in total, and against sending every weight of the model (float32)."""
+def _traffic(rounds: list[dict], model, refitted: dict | None = None) -> dict:
+    """Bytes per round and in total (the head refit's statistics included), and against sending every weight
+    of the model (float32)."""
     trained = [r for r in rounds if r["round"] > 0]
-    sent = sum(r.get("bytes_sent", 0) for r in trained)
-    received = sum(r.get("bytes_received", 0) for r in trained)
+    everything = trained + ([refitted["traffic"]] if refitted else [])
+    sent = sum(r.get("bytes_sent", 0) for r in everything)
+    received = sum(r.get("bytes_received", 0) for r in everything)
     full = sum(p.numel() * p.element_size() for p in model.parameters())
     per_client = max((r.get("bytes_sent_per_client", 0) for r in trained), default=0)
+    refit = {}
+    if refitted:  # one message each way per silo, once: the global tensors out, the class statistics back
+        back = refitted["traffic"]["bytes_received_per_client"]
+        refit = {"refit_bytes_per_client": back, "refit_share_of_full_weights": back / full if full else None}
     return {"bytes_sent_total": sent, "bytes_received_total": received, "bytes_total": sent + received,
             "bytes_per_client_per_round": per_client, "full_model_bytes": full,
-            "share_of_full_weights": per_client / full if full else None}
+            "share_of_full_weights": per_client / full if full else None, **refit}

@@ -13,6 +13,7 @@ import torch
 
 ROUNDS = "rounds.jsonl"
 GLOBAL = "global.safetensors"
+REFIT = "refit.json"
 
 
 @dataclass
@@ -22,31 +23,70 @@ class ServerHooks:
     initial: the global trainable tensors before round 1 (name -> array);
     evaluate(state) -> validation metrics of the global model holding STATE (with `loss` and `metric`);
     metric: the validation metric that picks the best round (`loss` is minimised);
-    folder: where rounds.jsonl and global.safetensors (the best round's tensors) go."""
+    folder: where rounds.jsonl and global.safetensors (the best round's tensors) go;
+    head: the state keys of the classifier's weight and bias (None: no head to refit, e.g. sft)."""
     initial: dict[str, np.ndarray]
     evaluate: Callable[[dict[str, np.ndarray]], dict]
     metric: str
     folder: Path
+    head: tuple[str, str] | None = None
     best: float | None = None
     started: float = field(default_factory=time.perf_counter)
+
+    def _better(self, score: float) -> bool:
+        return self.best is None or (score < self.best if self.metric == "loss" else score > self.best)
+
+    def _keep(self, state: dict[str, np.ndarray], score: float) -> None:
+        from safetensors.torch import save_file
+
+        self.best = score
+        tmp = self.folder / f".{GLOBAL}.tmp"
+        save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, str(tmp))
+        tmp.replace(self.folder / GLOBAL)
 
     def record_round(self, server_round: int, state: dict[str, np.ndarray], traffic: dict) -> dict:
         """Score the global model after SERVER_ROUND; keep its tensors when they are the best so far."""
         metrics = {k: v for k, v in self.evaluate(state).items() if isinstance(v, (int, float))}
         score = metrics[self.metric]
-        better = self.best is None or (score < self.best if self.metric == "loss" else score > self.best)
+        better = self._better(score)
         if better:
-            from safetensors.torch import save_file
-
-            self.best = score
-            tmp = self.folder / f".{GLOBAL}.tmp"
-            save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, str(tmp))
-            tmp.replace(self.folder / GLOBAL)
+            self._keep(state, score)
         record = {"round": server_round, "validation": metrics, "best": better, **traffic,
                   "seconds": round(time.perf_counter() - self.started, 2)}
         with (self.folder / ROUNDS).open("a") as fh:
             fh.write(json.dumps(record) + "\n")
         return record
+
+
+    def refit(self, state: dict[str, np.ndarray], heads: dict[str, tuple[np.ndarray, np.ndarray]],
+              traffic: dict) -> dict:
+        """Score STATE with each of HEADS (name -> (weight, bias)) in place of its head; keep the best one as
+        the global model only if it validates better than the best round (the averaged head). Writes refit.json."""
+        from tunesmith.io import atomic_write_json
+
+        if self.head is None:
+            raise ValueError("this model has no classifier head to refit")
+        tic = time.perf_counter()
+        averaged, candidates, best = self.best, [], None
+        for name, (weight, bias) in heads.items():
+            trial = {**state, self.head[0]: weight.astype(np.float32).reshape(state[self.head[0]].shape),
+                     self.head[1]: bias.astype(np.float32).reshape(state[self.head[1]].shape)}
+            metrics = {k: v for k, v in self.evaluate(trial).items() if isinstance(v, (int, float))}
+            candidates.append({"head": name, "validation": metrics})
+            if self._better(metrics[self.metric]):
+                best = name
+                self._keep(trial, metrics[self.metric])
+        record = {"method": "lda", "metric": self.metric, "averaged_head_validation": averaged,
+                  "candidates": candidates, "kept": best, "traffic": traffic,
+                  "seconds": round(time.perf_counter() - tic, 2)}
+        atomic_write_json(self.folder / REFIT, record)
+        return record
+
+
+def read_refit(folder: Path) -> dict | None:
+    """The record written by ServerHooks.refit, if the run refitted its head."""
+    path = Path(folder) / REFIT
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_rounds(folder: Path) -> list[dict]:
@@ -74,7 +114,14 @@ def model_hooks(task, cfg, data, prepared, accelerator, folder: Path) -> ServerH
         return task.validate(cfg, data, prepared, model, accelerator)
 
     initial = {k: v.numpy() for k, v in trainable_state(model).items()}
-    return ServerHooks(initial=initial, evaluate=evaluate, metric=cfg.train.metric_for_best, folder=Path(folder))
+    head = None
+    if data.labels:  # a classifier: the state keys of its last linear layer, for the head refit
+        from tunesmith.models.head import head_linear
+
+        name, _ = head_linear(model, len(data.labels))
+        head = (f"{name}.weight", f"{name}.bias")
+    return ServerHooks(initial=initial, evaluate=evaluate, metric=cfg.train.metric_for_best, folder=Path(folder),
+                       head=head)
 
 
 def hooks_from_spec(spec_path: str | Path) -> ServerHooks:
