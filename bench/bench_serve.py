@@ -133,17 +133,19 @@ def onnx_precision(run_dir: str) -> str:
 def served_accuracy(run_dir: str) -> str:
     """What the served ONNX file costs in accuracy, from export/export.json's parity gate: its argmax agreement
     with the PyTorch model on the run's validation and test rows, and the test accuracy of both."""
-    record = json.loads((Path(run_dir) / "export" / "export.json").read_text())
+    folder = Path(run_dir) / "export"
+    record = json.loads((folder / "export.json").read_text())
+    served = json.loads((folder / "onnx_config.json").read_text())["model_file"]  # what the servers load
     gate = record["fp32"]
-    if record["model_file"] != gate["file"]:
+    if served != gate["file"]:
         chosen = record["int8"]["chosen"]
         gate = next(c for c in record["int8"]["candidates"] if c["setting"] == chosen and c["passes"])
-        what = f"export/{record['model_file']} (int8: {chosen}; kept by the parity gate"
+        what = f"export/{served} (int8: {chosen}; kept by the parity gate"
         bound = record["int8"]["bound"]
         what += (f", which asks >= {bound['min_agreement']:.0%} agreement and <= "
                  f"{bound['max_test_accuracy_loss'] * 100:g} points of test accuracy lost)")
     else:
-        what = f"export/{record['model_file']} (fp32)"
+        what = f"export/{served} (fp32)"
     acc = gate["test_accuracy"]
     n = sum(s["n"] for s in gate["splits"].values())
     pct = lambda d: f"{d['value']:.2%} [{d['low']:.2%}, {d['high']:.2%}]"  # noqa: E731
