@@ -3,17 +3,21 @@ that runs one forward pass per request, on loopback, from this (second) process.
 
     python bench/bench_serve.py --run RUN_DIR [--backend torch|onnx|both] [--seconds 8] [--rates 10,20,...] [--append]
 
-RUN_DIR: a finished text-classification run, e.g. a cheap MiniLM Banking77 one:
-    tunesmith train examples/banking77.yaml data.max_train_rows=2000 train.epochs=1 audit.on_issue=fix
-and for --backend onnx or both, exported: tunesmith export RUN_DIR --format onnx [--int8].
+RUN_DIR: a finished text-classification run, e.g. MiniLM Banking77 (the full training set):
+    tunesmith train examples/banking77.yaml audit.on_issue=fix
+and for --backend onnx or both, exported: tunesmith export RUN_DIR --format onnx --int8 (the int8 file is
+served when the parity gate kept one, else the fp32 one). The run is described from its own files (model,
+training rows, epochs, test accuracy), and the served ONNX file's gate figures from export/export.json
+(agreement with the PyTorch model, test accuracy of both): what the int8 file costs in accuracy.
 
 --backend picks the pairs, each like with like (both sides serve the same file the same way):
 torch: `tunesmith serve --backend torch` vs the naive endpoint on the same PyTorch model (RUN_DIR/model);
 onnx: `tunesmith serve --backend onnx` vs the naive endpoint on the same ONNX file (the one
 RUN_DIR/export/onnx_config.json names, fp32 or int8) in ONNX Runtime, both with tunesmith's serving
 session (one intra-op thread per core, no spinning: tunesmith.serve.onnx); both: the two pairs, and
-also what a user gets: tunesmith on ONNX against the naive endpoint on PyTorch. The model each server
-answered with is recorded (tunesmith's as its /v2/models/{name} metadata states it).
+also what a user gets: `tunesmith serve --backend onnx` (int8 when the export's gate kept it) against the
+naive endpoint on the PyTorch model, the one a user writes by hand. The file each server answered with is
+recorded as the server itself states it (tunesmith: /v2/models/{name}; the naive server: /served).
 
 All servers run at once, each its own process on 127.0.0.1 (PyTorch ones with torch's default threads
 and OMP_WAIT_POLICY=PASSIVE), and are driven in turn (the order alternates per level) open-loop at each
@@ -51,6 +55,7 @@ SHARED = ROOT.parent / "shared"
 BATCH_SIZE = 8
 CLIENT_TIMEOUT = 15.0
 SATURATED_P99_S = 2.0
+HEALTH_TARGET_MS = 50.0  # the issue: /health/live under 50 ms throughout
 
 
 def naive_server(run_dir: str, port: int, backend: str) -> None:
@@ -79,6 +84,12 @@ def naive_server(run_dir: str, port: int, backend: str) -> None:
     @app.get("/health/live")
     async def live():
         return {"live": True}
+
+    @app.get("/served")
+    async def served():  # the bench checks the file this server loaded against the run's manifest
+        from tunesmith.serve.onnx import served_file
+
+        return {"served_file": served_file(predictor, backend)}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -113,6 +124,52 @@ def served_model(run_dir: str, backend: str) -> str:
             "threads, no spinning)")
 
 
+def onnx_precision(run_dir: str) -> str:
+    """"int8 ONNX, gated" or "fp32 ONNX": which file RUN_DIR/export/onnx_config.json serves."""
+    manifest = json.loads((Path(run_dir) / "export" / "onnx_config.json").read_text())
+    return "int8 ONNX, gated" if "int8" in manifest["model_file"] else "fp32 ONNX"
+
+
+def served_accuracy(run_dir: str) -> str:
+    """What the served ONNX file costs in accuracy, from export/export.json's parity gate: its argmax agreement
+    with the PyTorch model on the run's validation and test rows, and the test accuracy of both."""
+    folder = Path(run_dir) / "export"
+    record = json.loads((folder / "export.json").read_text())
+    served = json.loads((folder / "onnx_config.json").read_text())["model_file"]  # what the servers load
+    gate = record["fp32"]
+    if served != gate["file"]:
+        chosen = record["int8"]["chosen"]
+        gate = next(c for c in record["int8"]["candidates"] if c["setting"] == chosen and c["passes"])
+        what = f"export/{served} (int8: {chosen}; kept by the parity gate"
+        bound = record["int8"]["bound"]
+        what += (f", which asks >= {bound['min_agreement']:.0%} agreement and <= "
+                 f"{bound['max_test_accuracy_loss'] * 100:g} points of test accuracy lost)")
+    else:
+        what = f"export/{served} (fp32)"
+    acc = gate["test_accuracy"]
+    n = sum(s["n"] for s in gate["splits"].values())
+    pct = lambda d: f"{d['value']:.2%} [{d['low']:.2%}, {d['high']:.2%}]"  # noqa: E731
+    diff = acc["difference"]
+    return (f"{what}: agrees with the PyTorch model on {gate['agreement']:.2%} of {n} validation+test rows; "
+            f"test accuracy {pct(acc['exported'])} against PyTorch's {pct(acc['pytorch'])}, difference "
+            f"{diff['difference'] * 100:+.2f} points [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}] "
+            f"({diff['verdict']})")
+
+
+def describe_run(run_dir: str) -> str:
+    """The run in a few words, from its own files: model, data, training rows, epochs, test accuracy."""
+    import yaml
+
+    run = Path(run_dir)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    rows = json.loads((run / "splits.json").read_text())["train"]["rows"]
+    test = json.loads((run / "results.json").read_text())["test"]
+    cap = config["data"].get("max_train_rows")
+    return (f"{config['model']['name']}, {Path(config['data']['train']).stem}, {rows} training rows"
+            f"{f' (data.max_train_rows={cap})' if cap else ''}, {config['train']['epochs']} epochs, "
+            f"test accuracy {test['accuracy']:.4f} on {test['n']} rows (PyTorch)")
+
+
 def start(spec: str, run_dir: str, port: int) -> subprocess.Popen:
     """One server process (see parse_spec)."""
     kind, backend, src = parse_spec(spec)
@@ -128,12 +185,14 @@ def start(spec: str, run_dir: str, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def tunesmith_served_file(port: int, run_dir: str) -> str:
-    """What a tunesmith server says it answers with (/v2/models/{name}'s served_file)."""
+def said_served_file(kind: str, port: int, run_dir: str) -> str:
+    """What a server says it answers with: tunesmith's /v2/models/{name} served_file, the naive server's /served."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{Path(run_dir).name}", timeout=10) as answer:
-        return json.load(answer)["parameters"]["served_file"]
+    path = f"/v2/models/{Path(run_dir).name}" if kind == "tunesmith" else "/served"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        said = json.load(answer)
+    return said["parameters"]["served_file"] if kind == "tunesmith" else said["served_file"]
 
 
 def request_bytes(method: str, path: str, body: bytes = b"") -> bytes:
@@ -315,22 +374,25 @@ def best_at(rows: list[dict], p99_ms: float) -> float:
     return max(good, default=0.0)
 
 
-def pairs(names: list[str]) -> list[tuple[str, str, str]]:
+def pairs(names: list[str], onnx: str = "ONNX") -> list[tuple[str, str, str]]:
     """(what the pair compares, tunesmith's server, the naive one): like with like per backend, then
-    what a user gets (tunesmith on ONNX against the naive endpoint on PyTorch) when both ran."""
-    out = [(f"like with like ({backend})", f"tunesmith@{backend}", f"naive@{backend}") for backend in ("onnx", "torch")]
-    out.append(("what a user gets (tunesmith on ONNX vs naive on PyTorch)", "tunesmith@onnx", "naive@torch"))
+    what a user gets (tunesmith on ONNX against the naive endpoint on PyTorch) when both ran. `onnx` names the
+    served ONNX file's kind (onnx_precision)."""
+    out = [(f"like with like ({onnx}: both serve the same file)", "tunesmith@onnx", "naive@onnx"),
+           ("like with like (PyTorch: both serve model/)", "tunesmith@torch", "naive@torch"),
+           (f"what a user gets: tunesmith serve ({onnx}) vs naive endpoint (PyTorch)", "tunesmith@onnx",
+            "naive@torch")]
     found = [p for p in out if p[1] in names and p[2] in names]
     if not found and len(names) >= 2:  # e.g. an A/B run of two tunesmith source trees
         found = [(f"{names[0]} vs {names[1]}", names[0], names[1])]
     return found
 
 
-def summary(results: dict, budgets: list[float], target: float = 3.0) -> list[str]:
+def summary(results: dict, budgets: list[float], target: float = 3.0, onnx: str = "ONNX") -> list[str]:
     """The issue's claims, checked: throughput at equal p99 (against the 3x target), errors below saturation,
     only 429s above it, /health/live latency, texts per CPU-second."""
     lines = []
-    for what, a, b in pairs(list(results)):
+    for what, a, b in pairs(list(results), onnx):
         for budget in budgets:
             t, n = best_at(results[a], budget), best_at(results[b], budget)
             ratio = (f"{t / n:.2f}x: {'meets' if t >= target * n else 'below'} the {target:g}x target" if n
@@ -350,11 +412,14 @@ def summary(results: dict, budgets: list[float], target: float = 3.0) -> list[st
                      f"over all levels; {errors_below} non-200 answers below saturation "
                      f"(levels {levels}); above it: "
                      f"{', '.join(above_kinds) or 'none'} besides 200; /health/live p99 at most {health_p99} ms, "
-                     f"max {health} ms.")
+                     f"max {health} ms (below saturation: max "
+                     f"{max((r['health_max_ms'] for r in below), default=None)} ms; "
+                     f"the issue's {HEALTH_TARGET_MS:g} ms throughout: "
+                     f"{'met' if health is not None and health < HEALTH_TARGET_MS else 'not met'}).")
     return lines
 
 
-def record(results: dict, a, lines: list[str], served: dict[str, str]) -> str:
+def record(results: dict, a, lines: list[str], served: dict[str, str], accuracy: str | None) -> str:
     load = os.getloadavg()
     names = list(results)
     # wall-clock figures from a machine shared with other jobs say more about the neighbours: said in the title.
@@ -370,8 +435,10 @@ def record(results: dict, a, lines: list[str], served: dict[str, str]) -> str:
              f"request's scheduled send time. tunesmith: --max-batch 32 --max-wait-ms 5 --max-queue 256 "
              f"--timeout-s 10. Naive: a sync FastAPI route, one forward pass per request (thread pool), no queue "
              f"bound. Client timeout {CLIENT_TIMEOUT:g} s. PyTorch servers with OMP_WAIT_POLICY=PASSIVE. "
-             f"Served: {'; '.join(f'{n}: {m}' for n, m in served.items())}. "
+             f"Served (as each server stated it): {'; '.join(f'{n}: {m}' for n, m in served.items())}. "
              f"Machine load average at start: {a.load_at_start}; at the end: {load[0]:.2f}.", "",
+             *([f"Accuracy of the served ONNX file (export/export.json's parity gate): {accuracy}.", ""]
+               if accuracy else []),
              "| server | offered req/s | ok req/s | texts/s | p50 ms | p99 ms | statuses | /health/live p50 / p99 / "
              "max ms | server CPU s (loop / batcher / other) | texts per CPU-s | client CPU s | load avg |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -390,7 +457,7 @@ def record(results: dict, a, lines: list[str], served: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True)
-    parser.add_argument("--run-note", default="MiniLM-L6, Banking77, data.max_train_rows=2000, train.epochs=1")
+    parser.add_argument("--run-note", default=None, help="how RUN_DIR is described (default: from its files)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rates", default="10,20,30,40,50,65,80,100,125,150,200,250,300,400")
     parser.add_argument("--p99-budgets", default="250,1000")
@@ -421,6 +488,11 @@ def main() -> None:
     names = a.servers.split(",") if a.servers else [f"{k}@{b}" for b in backends for k in ("tunesmith", "naive")]
     sys.path.insert(0, str(ROOT / "src"))  # served_model reads tunesmith.serve.onnx
     served = {name: served_model(a.run, parse_spec(name)[1]) for name in names}
+    a.run_note = a.run_note or describe_run(a.run)
+    uses_onnx = any(parse_spec(name)[1] == "onnx" for name in names)
+    accuracy = served_accuracy(a.run) if uses_onnx else None
+    onnx = onnx_precision(a.run) if uses_onnx else "ONNX"
+    print(json.dumps({"run": a.run, "run_note": a.run_note, "served_onnx_accuracy": accuracy}), flush=True)
     results: dict[str, list[dict]] = {name: [] for name in names}
     ports = {name: free_port() for name in names}
     procs = {name: start(name, a.run, ports[name]) for name in names}
@@ -428,8 +500,9 @@ def main() -> None:
     try:
         for name in names:
             wait_ready(ports[name], "/health/ready" if name.startswith("tunesmith") else "/health/live", procs[name])
-            if name.startswith("tunesmith"):  # what it answers with, in its own words
-                said = tunesmith_served_file(ports[name], a.run)
+            kind, _, src = parse_spec(name)
+            if not src:  # what it answers with, in its own words (another source tree may not say it)
+                said = said_served_file(kind, ports[name], a.run)
                 if not served[name].startswith(said):
                     raise SystemExit(f"{name} serves {said}, expected {served[name]}")
             print(json.dumps({"server": name, "served": served[name]}), flush=True)
@@ -459,7 +532,8 @@ def main() -> None:
                 proc.kill()
     print(f"benchmark took {time.monotonic() - began:.0f} s after the servers started", flush=True)
     if len(results) >= 2:
-        section = record(results, a, summary(results, [float(x) for x in a.p99_budgets.split(",")]), served)
+        budgets = [float(x) for x in a.p99_budgets.split(",")]
+        section = record(results, a, summary(results, budgets, onnx=onnx), served, accuracy)
         print(section)
         if a.append:
             with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:

@@ -70,6 +70,9 @@ def test_open_inference_protocol_metadata_and_infer(client, text_run):
     only = client.post(f"/v2/models/{name}/infer", json={**body, "outputs": [{"name": "label"}]}).json()
     assert [t["name"] for t in only["outputs"]] == ["label"]
     assert client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+    from tunesmith import __version__
+
+    assert client.get("/v2").json() == {"name": "tunesmith", "version": __version__, "extensions": []}
     # refusals
     wrong = client.post("/v2/models/other/infer", json=body)
     assert wrong.status_code == 404 and "serves" in wrong.json()["error"]

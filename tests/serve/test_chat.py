@@ -3,6 +3,7 @@ end-of-turn token, stop strings, sampling, server-sent events, usage and refusal
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from tests.serve.conftest import wait_until
 from tunesmith.serve import create_app
 
 QUESTION = [{"role": "user", "content": "What colour is the sky? (7)"}]
+KEY = "chat-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,49 @@ def test_chat_runs_have_no_classification_routes(served):
     client, _ = served
     assert client.post("/predict", json={"inputs": "hi"}).status_code == 404
     assert client.get("/health/live").status_code == 200 and client.get("/v2/health/ready").status_code == 200
+
+
+def test_chat_gets_the_limits_401_429_504_streamed_or_not_and_503_after_shutdown_in_openais_shape(chat_run):
+    app = create_app(chat_run, max_new_tokens=4, max_batch=1, max_queue=1, timeout_s=1, api_keys=[KEY])
+    server, route = app.state.server, "/v1/chat/completions"
+    body, auth = {"model": chat_run.name, "messages": QUESTION, "temperature": 0}, {"Authorization": f"Bearer {KEY}"}
+
+    def openai_error(r, status: int, kind: str) -> str:
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == kind
+        return error["message"]
+
+    with TestClient(app) as c:
+        wait_until(lambda: c.get("/health/ready").status_code == 200, "the warm-up")
+        openai_error(c.post(route, json=body), 401, "authentication_error")
+        held, entered, calls = threading.Event(), threading.Event(), []
+        complete = server.model.complete
+
+        def held_complete(*args, **kwargs):  # the first generation holds the worker past the timeout
+            calls.append(args)
+            entered.set()
+            held.wait(60)
+            return complete(*args, **kwargs)
+        server.model.complete = held_complete
+        results: dict = {}
+
+        def post(key: str, **extra) -> threading.Thread:
+            thread = threading.Thread(target=lambda: results.update({key: c.post(route, json={**body, **extra},
+                                                                                    headers=auth)}))
+            thread.start()
+            return thread
+        threads = [post("running")]
+        wait_until(entered.is_set, "the first generation")
+        threads.append(post("streamed", stream=True))
+        wait_until(lambda: server.batcher.depth == 1, "the streamed request to queue")
+        shed = c.post(route, json=body, headers=auth)
+        assert "retry after" in openai_error(shed, 429, "overloaded") and int(shed.headers["retry-after"]) >= 1
+        for t in threads:
+            t.join(60)
+        assert "no answer within 1 s" in openai_error(results["running"], 504, "timeout")
+        assert "no answer within 1 s" in openai_error(results["streamed"], 504, "timeout")  # before any event
+        held.set()
+    assert len(calls) == 1  # the streamed request timed out in the queue: it never reached the model
+    after = TestClient(app).post(route, json=body, headers=auth)  # the lifespan's shutdown closed the queue
+    assert "shutting down" in openai_error(after, 503, "unavailable")

@@ -66,3 +66,18 @@ def test_images_in_base64_get_the_predictions_of_predict(image_run, face_folder)
         assert bad.status_code == 422 and bad.json()["error"].startswith("inputs[1]: not base64")
         assert results["eps"].status_code == 422 and results["eps"].json()["error"].startswith(
             "inputs: not a readable image")
+
+
+def test_image_app_conforms_to_its_schema(image_run, monkeypatch):
+    """The image app's schema fuzzed like the text app's (test_openapi): whatever arrives as an image
+    (random text, non-base64, base64 of something else) gets no 5xx and a documented answer."""
+    from tests.serve.test_openapi import fuzz
+    from tunesmith.serve import classify
+
+    decoded = []
+    decode = classify.decode_image
+    monkeypatch.setattr(classify, "decode_image", lambda data, side: decoded.append(data) or decode(data, side))
+    app = create_app(image_run, max_item_chars=4000, max_batch=4)
+    seen = fuzz(app, examples=20)
+    assert {"POST /predict", "POST /v2/models/{name}/infer", "GET /v2/models/{name}"} <= set(seen)
+    assert len(decoded) > 5  # generated inputs got past validation into the image decoder
