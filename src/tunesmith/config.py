@@ -167,9 +167,21 @@ class TrainConfig(_Strict):
     freeze_embeddings: bool = Field(True, description="Text models, full fine-tuning: keep the word-embedding "
                                     "matrix frozen: it is half of a small encoder's weights and of the optimizer's "
                                     "work (bench/RESULTS.md, issue 13).")
+    freeze_layers: int = Field(0, ge=0, description="Text models, full fine-tuning: also freeze all the "
+                               "embeddings (word, position, token type, their norm) and this many encoder layers "
+                               "from the bottom, so the backward pass stops above them (fewer layers' gradients "
+                               "and optimizer work). Needs train.freeze_embeddings true; fewer than the model's "
+                               "layers. Default: 0.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
     contrastive: ContrastiveSettings = Field(default_factory=ContrastiveSettings,
                                              description="Contrastive stage settings (method: contrastive).")
+
+    @model_validator(mode="after")
+    def _frozen_bottom(self) -> "TrainConfig":
+        if self.freeze_layers and not self.freeze_embeddings:
+            raise FieldError("freeze_layers", self.freeze_layers, "freezes the embeddings below the frozen layers, "
+                             "but train.freeze_embeddings is false; set it true or freeze_layers to 0")
+        return self
 
 
 class AuditConfig(_Strict):

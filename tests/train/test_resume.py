@@ -15,9 +15,10 @@ from tunesmith.run import fine_tune
 KILL_AT = 7  # optimizer step; epoch 1 has 16 steps; the last checkpoint before it is at step 6
 
 
-@pytest.mark.parametrize("batching", [{}, {"batch_tokens": 64}], ids=["rows", "token-budget"])
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path, batching):
-    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1, **batching)
+@pytest.mark.parametrize("variant", [{}, {"batch_tokens": 64}, {"freeze_embeddings": True, "freeze_layers": 1}],
+                         ids=["rows", "token-budget", "frozen-bottom"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path, variant):
+    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1, **variant)
     cfg = tiny_config(tiny_model, tiny_csv, tmp_path / "runs", **settings)
     cfg["model"]["dropout"] = 0.2  # dropout draws random numbers: resume must restore the RNG too
     script = textwrap.dedent(f"""

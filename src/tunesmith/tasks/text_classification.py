@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, field_error
 from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
@@ -122,6 +122,8 @@ class TextClassification(Classifier):
         model = apply_method(model, method, cfg.train.lora, task_type="SEQ_CLS")
         if cfg.train.method == "full" and cfg.train.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.train.method == "full" and cfg.train.freeze_layers:
+            self._freeze_bottom(model, cfg.train.freeze_layers)
 
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
@@ -153,6 +155,17 @@ class TextClassification(Classifier):
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
                                   "model_limit": model_limit, "feature_cache": feature_cache})
+
+    @staticmethod
+    def _freeze_bottom(model: torch.nn.Module, n_layers: int) -> None:
+        """train.freeze_layers: the embeddings and the bottom N encoder layers, checked against the model."""
+        from tunesmith.models.layers import encoder_depth, freeze_bottom
+
+        depth = encoder_depth(model)
+        if n_layers >= depth:
+            raise field_error("train.freeze_layers", n_layers, f"this model has {depth} encoder layers; expected 0 "
+                              f"to {max(depth - 1, 0)} (to freeze the whole encoder use train.method linear-probe)")
+        freeze_bottom(model, n_layers)
 
     def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate) -> Phase:
         """The contrastive stage (see tasks/contrastive.py)."""
