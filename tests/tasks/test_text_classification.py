@@ -74,4 +74,6 @@ def test_freeze_layers_is_checked_against_the_model_and_the_config(tiny_model, t
                               "(to freeze the whole encoder use train.method linear-probe)")
     with pytest.raises(UserError, match=r"^config: train\.freeze_layers = 1: freezes the embeddings .*false;"):
         build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=False, freeze_layers=1))
+    with pytest.raises(UserError, match=r"^config: train\.cache_frozen_layers = True: caches the layers .* 0;"):
+        build_config(tiny_config(tiny_model, tiny_csv, tmp_path, cache_frozen_layers=True))
     assert build_config({"data": {"train": str(tiny_csv)}}).train.freeze_layers == 0
