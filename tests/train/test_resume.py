@@ -15,9 +15,13 @@ from tunesmith.run import fine_tune
 KILL_AT = 7  # optimizer step; epoch 1 has 16 steps; the last checkpoint before it is at step 6
 
 
-@pytest.mark.parametrize("batching", [{}, {"batch_tokens": 64}], ids=["rows", "token-budget"])
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path, batching):
-    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1, **batching)
+FROZEN = {"freeze_embeddings": True, "freeze_layers": 1}
+
+
+@pytest.mark.parametrize("variant", [{}, {"batch_tokens": 64}, FROZEN, {**FROZEN, "cache_frozen_layers": True}],
+                         ids=["rows", "token-budget", "frozen-bottom", "cached-bottom"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv, tmp_path, variant):
+    settings = dict(epochs=2, checkpoint_every_steps=3, logging_steps=1, **variant)
     cfg = tiny_config(tiny_model, tiny_csv, tmp_path / "runs", **settings)
     cfg["model"]["dropout"] = 0.2  # dropout draws random numbers: resume must restore the RNG too
     script = textwrap.dedent(f"""
@@ -47,3 +51,5 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tiny_csv,
     assert [x["step"] for x in logs[0]] == [x["step"] for x in logs[1]]  # nothing logged twice
     assert [x["loss"] for x in logs[0]] == pytest.approx([x["loss"] for x in logs[1]], rel=1e-5)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    if variant.get("cache_frozen_layers"):
+        assert json.loads((run_dir / "data_report.json").read_text())["frozen_cache"] is True

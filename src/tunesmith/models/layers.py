@@ -17,12 +17,30 @@ def layer_depth(name: str, n_layers: int) -> int:
     return 0 if "embed" in name else n_layers + 1
 
 
+def encoder_depth(model: torch.nn.Module) -> int:
+    """How many numbered encoder layers the model's parameter names show (0 when none)."""
+    layers = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
+    return max(layers) + 1 if layers else 0
+
+
+def freeze_bottom(model: torch.nn.Module, n_layers: int) -> list[str]:
+    """Freeze the embeddings (all of them: word, position, token type, their norm) and the bottom
+    `n_layers` encoder layers; return the frozen names. With nothing below it trainable, autograd records
+    nothing under layer `n_layers` and the backward pass stops there."""
+    depth = encoder_depth(model)
+    frozen = []
+    for name, p in model.named_parameters():
+        if layer_depth(name, depth) <= n_layers:
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float, weight_decay: float) -> list[dict]:
     """Optimizer groups of the trainable weights: one rate per depth (lr * decay ** (top - depth)), and no
     weight decay on biases and norm weights (1-D tensors), as the loop's single-rate groups."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    layers = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
-    n_layers = max(layers) + 1 if layers else 0
+    n_layers = encoder_depth(model)
     top = n_layers + 1
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in named:

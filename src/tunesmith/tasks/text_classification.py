@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, field_error
 from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
@@ -122,6 +122,8 @@ class TextClassification(Classifier):
         model = apply_method(model, method, cfg.train.lora, task_type="SEQ_CLS")
         if cfg.train.method == "full" and cfg.train.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.train.method == "full" and cfg.train.freeze_layers:
+            self._freeze_bottom(model, cfg.train.freeze_layers)
 
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
@@ -132,7 +134,9 @@ class TextClassification(Classifier):
             "tokens", tokens_key, lambda: self._tokenize(tokenizer, data, cfg.model.max_length, model_limit))
         collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         lengths = [len(e["input_ids"]) for e in encoded["train"]]
-        feature_cache = False
+        feature_cache, bottom = False, {}
+        if cfg.train.method == "full" and cfg.train.cache_frozen_layers:  # the frozen bottom: once, not every epoch
+            encoded, bottom = self._cache_bottom(cfg, model, memo, tokens_key, encoded, collate)
         if cfg.train.method == "linear-probe":  # the body is frozen: run it once, not every epoch
             feats = memo.get("features", tokens_key, lambda: F_.cache_features(model, encoded, collate))
             if F_.attach(model, feats, encoded, collate):
@@ -152,7 +156,38 @@ class TextClassification(Classifier):
                         loss=self.class_loss(cfg, data), warmup=warmup, param_groups=groups,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
-                                  "model_limit": model_limit, "feature_cache": feature_cache})
+                                  "model_limit": model_limit, "feature_cache": feature_cache, **bottom})
+
+    @staticmethod
+    def _freeze_bottom(model: torch.nn.Module, n_layers: int) -> None:
+        """train.freeze_layers: the embeddings and the bottom N encoder layers, checked against the model."""
+        from tunesmith.models.layers import encoder_depth, freeze_bottom
+
+        depth = encoder_depth(model)
+        if n_layers >= depth:
+            raise field_error("train.freeze_layers", n_layers, f"this model has {depth} encoder layers; expected 0 "
+                              f"to {max(depth - 1, 0)} (to freeze the whole encoder use train.method linear-probe)")
+        freeze_bottom(model, n_layers)
+
+    @staticmethod
+    def _cache_bottom(cfg: RunConfig, model: torch.nn.Module, memo: Memo, tokens_key: str, encoded: dict,
+                      collate) -> tuple[dict, dict]:
+        """train.cache_frozen_layers: the splits as row ids into the frozen bottom's outputs, when the cache
+        fits and reproduces the model's logits (else the splits as they were); what happened, for the run."""
+        import time
+
+        from tunesmith.models import frozen_bottom as B
+
+        n, precision = cfg.train.freeze_layers, cfg.train.precision
+        tic = time.perf_counter()
+        cache = memo.get("frozen_bottom", key(tokens_key, n, precision),
+                         lambda: B.cache_bottom(model, n, encoded, collate, precision))
+        seconds = round(time.perf_counter() - tic, 2)
+        if cache is not None:
+            cached = B.id_examples(encoded, cache)
+            if B.attach(model, cache, encoded, cached, collate):
+                return cached, {"frozen_cache": True, "frozen_cache_seconds": seconds}
+        return encoded, {"frozen_cache": False, "frozen_cache_seconds": seconds}
 
     def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate) -> Phase:
         """The contrastive stage (see tasks/contrastive.py)."""
@@ -219,7 +254,8 @@ class TextClassification(Classifier):
         return out
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
+        from tunesmith.models import frozen_bottom
         from tunesmith.models.features import detached
 
-        with detached(model) as plain:
-            save_model(plain, prepared.preprocessor, folder)
+        with detached(model) as plain, frozen_bottom.detached(plain) as real:
+            save_model(real, prepared.preprocessor, folder)
