@@ -35,7 +35,8 @@ def config(a, output_dir: str) -> dict:
             "eval": {"baselines": ["majority_class", "tfidf_logreg"]},
             "federated": {"clients": a.clients, "partition": f"dirichlet:{a.alpha}", "rounds": a.rounds,
                           "local_epochs": a.local_epochs, "strategy": a.strategy, "transfer": "adapter",
-                          "local_loss": a.local_loss, "compare": not a.no_compare},
+                          "local_loss": a.local_loss, "compare": not a.no_compare,
+                          "refit_head": not getattr(a, "no_refit_head", False)},
             "output_dir": output_dir, "run_name": "bbc-federated"}
 
 
@@ -57,6 +58,7 @@ def figures(run, wall: float) -> dict:
         "bytes_per_client_per_round": traffic["bytes_per_client_per_round"],
         "full_model_bytes": traffic["full_model_bytes"], "share_of_full_weights": traffic["share_of_full_weights"],
         "bytes_total": traffic["bytes_total"], "federation_seconds": fed["seconds"],
+        **refit_figures(fed),
         "total_seconds": round(wall, 1), "verdict": comp["verdict"], "run_dir": str(run.path),
         "test_rows": res["test"]["n"],
     }
@@ -68,6 +70,19 @@ def figures(run, wall: float) -> dict:
         "federation_under_10_minutes": fed["seconds"] < 600,
     }
     return out
+
+
+def refit_figures(fed: dict) -> dict:
+    """The head refit's outcome: which head the run kept and what it validated, against the averaged head."""
+    refit = fed.get("head_refit")
+    if not refit:
+        return {"head_refit": None}
+    return {"head_refit": {"kept": refit["kept"], "metric": refit["metric"],
+                           "averaged_head_validation": refit["averaged_head_validation"],
+                           "candidates": {c["head"]: c["validation"][refit["metric"]] for c in refit["candidates"]},
+                           "bytes_per_silo": fed["traffic"].get("refit_bytes_per_client"),
+                           "share_of_full_weights": fed["traffic"].get("refit_share_of_full_weights"),
+                           "seconds": refit["seconds"]}}
 
 
 def append(a, f: dict) -> None:
@@ -89,10 +104,22 @@ def append(a, f: dict) -> None:
              f"{f['share_of_full_weights']:.2%} of the full weights ({f['full_model_bytes'] / 1e6:.1f} MB); "
              f"{f['bytes_total'] / 1e6:.1f} MB in all. Federation {f['federation_seconds']:.0f} s, whole run with "
              f"comparisons {f['total_seconds']:.0f} s{' (' + a.note + ')' if a.note else ''}.\n",
+             _refit_line(f) + "\n",
              "Targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in f["targets"].items()) + ".\n",
              f"Verdict printed by the report: {f['verdict']}.\n"]
     with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
         fh.write("\n".join(lines))
+
+
+def _refit_line(f: dict) -> str:
+    r = f["head_refit"]
+    if not r:
+        return "No head refit."
+    tried = ", ".join(f"{k} {v:.4f}" for k, v in r["candidates"].items())
+    return (f"Head refit from pooled class statistics: validation {r['metric']} averaged head "
+            f"{r['averaged_head_validation']:.4f}; {tried}; kept {r['kept'] or 'the averaged head'}; statistics "
+            f"{r['bytes_per_silo'] / 1e6:.3f} MB per silo once ({r['share_of_full_weights']:.2%} of the full "
+            "weights).")
 
 
 def federation_args(p: argparse.ArgumentParser, clients: int, rounds: int) -> None:
@@ -125,6 +152,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.3)
     p.add_argument("--strategy", default="fedavg")
     p.add_argument("--local-loss", default="plain", choices=["plain", "prior-adjusted"])
+    p.add_argument("--no-refit-head", action="store_true", help="federated.refit_head=false (the averaged head)")
     p.add_argument("--no-compare", action="store_true", help="the federation only (no centralized and silo "
                    "models): quick ablations, not the issue's figures")
     p.add_argument("--max-train-rows", type=int, default=None, help="a seeded stratified sample of the training "
@@ -135,7 +163,8 @@ def main() -> None:
         fed = run.results["federated"]
         print(json.dumps({"federated_accuracy": run.results["test"]["accuracy"], "best_round": fed["best_round"],
                           "round_validation_accuracy": [r["validation"]["accuracy"] for r in fed["round_curve"]],
-                          "federation_seconds": fed["seconds"], "local_loss": a.local_loss}))
+                          "federation_seconds": fed["seconds"], "local_loss": a.local_loss,
+                          **refit_figures(fed)}))
         return
     f = figures(run, wall)
     print(json.dumps(f))
