@@ -138,7 +138,7 @@ def gate_notes(info: dict) -> str:
             lines.append(f"- int8 {c['setting']}: {'passes' if c['passes'] else 'refused (' + c['why'] + ')'}; "
                          f"agreement {c['agreement']:.2%}, test accuracy {diff['difference'] * 100:+.2f} points "
                          f"[{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}], {c['latency_ms_batch1']} ms at "
-                         f"batch 1, {c['size_mb']} MB")
+                         f"batch 1, {c['size_mb']} MB" + _smoothing(c))
         else:
             lines.append(f"- int8 {c['setting']}: {c['why']}")
     sens = rec.get("int8", {}).get("sensitivity") or {}
@@ -155,6 +155,17 @@ def gate_notes(info: dict) -> str:
         size = chosen["size_breakdown"]
         lines.append(f"- int8 file bytes: {_sizes(size)}; {size['file_mb'] / rec['fp32']['size_mb']:.1%} of fp32")
     return "\n".join(lines)
+
+
+def _smoothing(c: dict) -> str:
+    """A SmoothQuant candidate's smoothing: layers, the largest activation range before and after, fp32 parity."""
+    sm = c.get("smoothing")
+    if not sm:
+        return ""
+    return (f" (SmoothQuant α={sm['alpha']} on {sm['layers']} layers, {sm['rows']}: largest activation range "
+            f"{sm['range_before']['max']:.3g} → {sm['range_after']['max']:.3g}, median "
+            f"{sm['range_before']['median']:.3g} → {sm['range_after']['median']:.3g}; smoothed fp32 graph max "
+            f"|Δ logit| {sm['fp32_max_abs_logit_diff']:.2g})")
 
 
 def _sizes(size: dict) -> str:

@@ -32,7 +32,11 @@ def test_text_run_fp32_matches_pytorch_and_int8_search_keeps_a_setting(text_run,
     assert fp32["test_accuracy"]["difference"]["difference"] == 0.0
     chosen = rec["int8"]["chosen"]
     kept = next(c for c in rec["int8"]["candidates"] if c["setting"] == chosen)
-    assert kept["passes"] and kept["agreement"] >= 0.99 and len(rec["int8"]["candidates"]) == 4
+    assert kept["passes"] and kept["agreement"] >= 0.99 and len(rec["int8"]["candidates"]) == 6
+    # SmoothQuant candidates quantize a smoothed copy of the graph that gives the same fp32 logits
+    smoothed = [c for c in rec["int8"]["candidates"] if "SmoothQuant" in c["setting"]]
+    assert [c["smoothing"]["alpha"] for c in smoothed] == [0.5, 0.75]
+    assert all(c["smoothing"]["fp32_max_abs_logit_diff"] < 1e-4 and c["smoothing"]["layers"] >= 8 for c in smoothed)
     # every setting applies to the fused graph (static QDQ included: it needs symbolic shape inference)
     assert [c["why"] for c in rec["int8"]["candidates"] if "agreement" not in c] == []
     faster = [c for c in rec["int8"]["candidates"]
@@ -85,12 +89,12 @@ def _tie_the_head(run_dir, dst):
 
 def test_int8_search_refuses_a_nearly_tied_head_and_keeps_fp32(text_run, tmp_path, capsys, monkeypatch):
     # The tied head defeats every dynamic setting (agreement 0.5-0.6 on this model), but static QDQ on the weight
-    # layers alone keeps it (agreement 1.0): the search is limited to the dynamic settings and one layer kept in
-    # fp32, so that nothing it tries can pass and the refusal path is what runs.
+    # layers alone keeps it (agreement 1.0): the search is limited to the dynamic settings (SmoothQuant aside) and
+    # one layer kept in fp32, so that nothing it tries can pass and the refusal path is what runs.
     from tunesmith.export import quantize
 
     monkeypatch.setattr(quantize, "candidates", lambda real=quantize.candidates: [
-        c for c in real() if c.kind == "dynamic"])
+        c for c in real() if c.kind == "dynamic" and "smooth" not in c.options])
     monkeypatch.setattr(quantize, "fp32_counts", lambda n_layers: [1])
     run = _tie_the_head(text_run, tmp_path / "tied")
     line = error_line(capsys, ["export", str(run), "--format", "onnx", "--int8"])
@@ -122,10 +126,15 @@ def _trap_the_pooler(run_dir, dst):
     return dst
 
 
-def test_int8_sensitivity_search_keeps_the_damaging_layers_in_fp32(text_run, tmp_path):
+def test_int8_sensitivity_search_keeps_the_damaging_layers_in_fp32(text_run, tmp_path, monkeypatch):
     import onnx
     from onnx import numpy_helper
 
+    from tunesmith.export import quantize
+
+    # SmoothQuant defuses this trap (the zeroed channel's s shrinks the 1000s): the search runs without it here
+    monkeypatch.setattr(quantize, "candidates", lambda real=quantize.candidates: [
+        c for c in real() if "smooth" not in c.options])
     run = _trap_the_pooler(text_run, tmp_path / "trap")
     result = export_run(run, "onnx", int8=True, output=tmp_path / "out")
     rec = result.record

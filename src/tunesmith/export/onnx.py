@@ -79,13 +79,59 @@ def _calibration(run, onnx_predictor, rows: int = 64, batch: int = 8):
 SENSITIVITY_ROWS = 128  # validation rows on which each layer's damage is measured (the ranking only)
 
 
-def _scored(run, work: Path, cand, source: Path, out: Path, calibration, reference: dict, ys: dict, rows: dict) -> dict:
+SMOOTHING_ROWS = 256  # training rows whose activation maxima set SmoothQuant's scales
+
+
+class _Sources:
+    """The fp32 graph each candidate quantizes: the prepared graph (dynamic), the one prepared with symbolic shape
+    inference (static QDQ of a fused graph), or the prepared graph smoothed with the candidate's α (SmoothQuant;
+    written once per α, the activation maxima measured once). A smoothed graph must give the fp32 logits of the
+    graph it came from on the smoothing rows."""
+
+    def __init__(self, by_kind: dict[str, Path], work: Path, feeds) -> None:
+        self.by_kind, self.work, self.feeds = by_kind, work, feeds
+        self.smoothed: dict[float, tuple[Path, dict]] = {}
+        self.maxima = None
+
+    def __call__(self, cand) -> Path:
+        alpha = cand.options.get("smooth")
+        if alpha is None:
+            return self.by_kind[cand.kind]
+        if alpha not in self.smoothed:
+            from tunesmith.export.graph import PROBE_TOLERANCE
+            from tunesmith.export.runtime import session
+            from tunesmith.export.smooth import smooth
+
+            source, out = self.by_kind["dynamic"], self.work / f"smoothed{alpha}.onnx"
+            feeds = self.feeds()
+            record = smooth(source, out, feeds, alpha, self.maxima)
+            self.maxima = record.pop("maxima")
+            before, after = session(source, threads=LATENCY_THREADS), session(out, threads=LATENCY_THREADS)
+            diff = max(float(np.abs(before.run(["logits"], f)[0] - after.run(["logits"], f)[0]).max()) for f in feeds)
+            record.update({"rows": f"activation maxima of {sum(len(next(iter(f.values()))) for f in feeds)} "
+                                   "training rows", "fp32_max_abs_logit_diff": diff})
+            if diff > PROBE_TOLERANCE:
+                raise ValueError(f"the smoothed fp32 graph's logits moved by {diff:.3g} on the smoothing rows")
+            self.smoothed[alpha] = out, record
+        return self.smoothed[alpha][0]
+
+    def record(self, cand) -> dict | None:
+        """The smoothing record of a SmoothQuant candidate (None for the others)."""
+        alpha = cand.options.get("smooth")
+        return self.smoothed[alpha][1] if alpha in self.smoothed else None
+
+
+def _scored(run, work: Path, cand, sources: _Sources, out: Path, calibration, reference: dict, ys: dict,
+            rows: dict) -> dict:
     """Quantize with `cand` and put it through the gate on validation and test rows; a record for export.json."""
     from tunesmith.export.graph import file_mb
     from tunesmith.export.quantize import quantize
 
     record = {"setting": cand.name}
     try:
+        source = sources(cand)
+        if sources.record(cand) is not None:
+            record["smoothing"] = sources.record(cand)
         quantize(cand, source, out, calibration)
         pred = _onnx_predictor(run, work, out.name)
         result = gate.compare(reference, _scores(pred, rows), ys, run.config.train.seed)
@@ -107,7 +153,7 @@ def _passes_on_validation(logits: np.ndarray, reference: np.ndarray, y: np.ndarr
     return agree >= gate.INT8_AGREEMENT and loss <= gate.INT8_MAX_LOSS
 
 
-def _sensitivity_search(run, work: Path, base, source: Path, calibration, reference: dict, ys: dict,
+def _sensitivity_search(run, work: Path, base, sources: _Sources, calibration, reference: dict, ys: dict,
                         rows: dict) -> tuple[dict | None, dict]:
     """Rank the weight layers by damage under `base`, then keep the fewest most-damaging ones in fp32 that let the
     validation rows clear the bound. Returns the gate's record of that setting (None if no k did) and a note."""
@@ -120,6 +166,7 @@ def _sensitivity_search(run, work: Path, base, source: Path, calibration, refere
     def damage(path: Path) -> float:  # mean squared logit change on the probe rows: finer than counting flips
         return float(((_onnx_predictor(run, work, path.name).logits(probe_inputs) - probe_ref) ** 2).mean())
 
+    source = sources(base)
     ranked = rank_layers(base, source, work, calibration, damage)
     note = {"base": base.name, "rows": f"{len(probe_inputs)} validation rows rank the layers; all "
             f"{len(val_inputs)} validation rows choose how many stay fp32", "tried_k": [],
@@ -135,13 +182,13 @@ def _sensitivity_search(run, work: Path, base, source: Path, calibration, refere
             note["tried_k"].append({"k": k, "weights": "int8" if int8_weights else "fp32", "passes_validation": ok})
             out.unlink()
             if ok:
-                return _scored(run, work, cand, source, out, calibration, reference, ys, rows), note
+                return _scored(run, work, cand, sources, out, calibration, reference, ys, rows), note
     return None, note
 
 
 def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_predictor) -> dict:
     """Try each quantization setting; keep the fastest within the bound as INT8_FILE. Returns the record."""
-    from tunesmith.export.quantize import candidates, is_fused, prepared
+    from tunesmith.export.quantize import candidates, is_fused, prepared, static_op_types
 
     require("onnxruntime")
     tried, sensitivity = [], None
@@ -152,20 +199,21 @@ def _int8_search(run, folder: Path, reference: dict, ys: dict, rows: dict, fp32_
                 shutil.copy2(folder / name, work / name)
         source = prepared(folder / FP32_FILE, work)
         # static QDQ of a fused graph calibrates only tensors whose types symbolic shape inference supplies
-        sources = {"dynamic": source, "static": prepared(folder / FP32_FILE, work, symbolic=True)
-                   if is_fused(folder / FP32_FILE) else source}
+        sources = _Sources({"dynamic": source, "static": prepared(folder / FP32_FILE, work, symbolic=True)
+                            if is_fused(folder / FP32_FILE) else source}, work,
+                           _calibration(run, fp32_predictor, SMOOTHING_ROWS, batch=32))
         calibration = _calibration(run, fp32_predictor)
-        plain = candidates()
+        # SmoothQuant rescales the inputs of MatMul-type layers: transformer graphs (a CNN's are Conv layers)
+        plain = [c for c in candidates() if "smooth" not in c.options or static_op_types(source) is not None]
         for i, cand in enumerate(plain):
-            tried.append(_scored(run, work, cand, sources[cand.kind], work / f"candidate{i}.onnx", calibration,
+            tried.append(_scored(run, work, cand, sources, work / f"candidate{i}.onnx", calibration,
                                  reference, ys, rows))
         scored = [(r, c) for r, c in zip(tried, plain) if "agreement" in r]
         if any(r["passes"] for r in tried):
             sensitivity = {"skipped": "a plain setting already passes; keeping layers in fp32 only slows it"}
         elif scored:  # start from the setting that agreed best on validation rows (test rows play no part)
             base = max(scored, key=lambda rc: rc[0]["splits"]["validation"]["agreement"])[1]
-            record, sensitivity = _sensitivity_search(run, work, base, sources[base.kind], calibration, reference,
-                                                      ys, rows)
+            record, sensitivity = _sensitivity_search(run, work, base, sources, calibration, reference, ys, rows)
             tried.append(record if record is not None else {
                 "setting": f"{base.name}, up to {sensitivity['tried_k'][-1]['k']} most sensitive layers fp32",
                 "passes": False, "file": None, "why": "no number of layers kept in fp32 cleared the bound on the "

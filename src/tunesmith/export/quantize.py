@@ -9,15 +9,19 @@ Candidates, in order (ONNX Runtime's `onnxruntime.quantization`):
    rows); in a transformer only the weight layers (Conv/MatMul/Gemm): the attention-mask Add,
    Softmax, LayerNorm, GELU and the embeddings stay fp32 (quantizing every op let the mask's
    −3.4e38 set the Add's range and took a MiniLM to 24 % agreement); see static_op_types;
-5. sensitivity-guided: starting from the setting above that agreed best on the validation rows,
+5. SmoothQuant (α = 0.5, then 0.75), dynamic per-channel: the fp32 graph is first smoothed (export/smooth.py:
+   each weight layer's input divided per channel by s, its weight's input rows multiplied by s; same fp32
+   logits, flatter activations for dynamic int8's one scale per tensor); transformer graphs only;
+6. sensitivity-guided: starting from the setting above that agreed best on the validation rows,
    each weight layer is quantized alone and its damage to the validation logits measured; the k most
    damaging stay out of int8 compute, for the smallest k (1, 2, 3, 4, 6, 8, …) whose validation rows
    clear the bound. For each k the kept layers first compute in fp32 from int8-stored weights (per
    output channel, a DequantizeLinear in front: the damage of dynamic int8 is mostly the activations',
    and this keeps the file at int8 size); only if that fails do their weights stay fp32 too.
    Only validation rows choose k: test rows are then scored by the gate like every other setting.
-Each is scored on the run's validation and test rows against the PyTorch logits and timed at
-batch 1; the fastest whose agreement is ≥ 99 % and test accuracy loss ≤ 0.5 points is kept.
+The caller hands `quantize` the fp32 graph a candidate reads (prepared; symbolic-prepared for static QDQ of a
+fused graph; smoothed for SmoothQuant). Each is scored on the run's validation and test rows against the PyTorch
+logits and timed at batch 1; the fastest whose agreement is ≥ 99 % and test accuracy loss ≤ 0.5 points is kept.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import numpy as np
 
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 RANKED_OPS = WEIGHT_OPS + ("Attention",)  # ORT's fused attention holds the Q/K/V weights: a layer like the others
+SMOOTH_ALPHAS = (0.5, 0.75)  # SmoothQuant's migration strength: the paper's default, and more onto the weights
 FLOAT = 1  # onnx.TensorProto.FLOAT: the quantizer's type for tensors of ORT's contrib ops that shape inference skips
 
 
@@ -46,7 +51,9 @@ def candidates() -> list[Candidate]:
             Candidate("dynamic per-channel, first and last layers fp32", "dynamic",
                       {"per_channel": True, "exclude_ends": True}),
             Candidate("static QDQ per-channel, calibrated on training rows", "static",
-                      {"per_channel": True})]
+                      {"per_channel": True})] + [
+            Candidate(f"dynamic per-channel, SmoothQuant α={alpha}", "dynamic", {"per_channel": True, "smooth": alpha})
+            for alpha in SMOOTH_ALPHAS]
 
 
 def keeping(base: Candidate, fp32_nodes: list[str], int8_weights: bool = False) -> Candidate:
@@ -172,6 +179,7 @@ def quantize(candidate: Candidate, source: Path, out: Path, calibration: Callabl
 
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs every skipped node
     opts = dict(candidate.options)
+    opts.pop("smooth", None)  # `source` is the smoothed graph already (the caller's choice of source)
     ends = end_nodes(source) if opts.pop("exclude_ends", False) else []
     kept = ends + opts.pop("keep_fp32", [])
     int8_weights = opts.pop("int8_weights", False)
