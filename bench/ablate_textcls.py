@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" if (ROOT.parent / "shared").is_dir() else Path("/work/shared")
 
 # name -> overrides on top of the defaults (today: lr 4e-4 with layer decay 0.8, batch 32, 4 epochs for
-# 1,000-20,000 rows, frozen word embeddings, warm-up 6%, linear decay)
+# 1,000-20,000 rows, frozen word embeddings, the bottom 3 layers frozen and cached, warm-up 6%, linear decay).
+# "defaults" rows record the defaults of their day: lr 2e-4 in bench/ablation_runs.jsonl, no frozen layers in
+# bench/ablation_freeze_runs.jsonl (fl0 names that setting from now on)
 CONFIGS: dict[str, list[str]] = {
     "defaults": [],
     "lr3e-4": ["train.learning_rate=3e-4"],
@@ -46,6 +48,7 @@ CONFIGS: dict[str, list[str]] = {
     "3ep+lr4e-4+ld0.8": ["train.epochs=3", "train.learning_rate=4e-4", "train.layer_decay=0.8"],
     "3ep+lr5e-4+ld0.8": ["train.epochs=3", "train.learning_rate=5e-4", "train.layer_decay=0.8"],
     # train.freeze_layers: all embeddings and the bottom N of MiniLM-L6's 6 layers frozen (no backward below)
+    "fl0": ["train.freeze_layers=0"],
     "fl1": ["train.freeze_layers=1"],
     "fl2": ["train.freeze_layers=2"],
     "fl3": ["train.freeze_layers=3"],

@@ -10,8 +10,8 @@ from tunesmith.tasks import get_task
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-def test_full_fine_tuning_freezes_only_the_word_embeddings_by_default(tiny_model, tiny_csv, tmp_path, freeze):
-    cfg = build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=freeze))
+def test_freeze_embeddings_freezes_only_the_word_embeddings(tiny_model, tiny_csv, tmp_path, freeze):
+    cfg = build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=freeze, freeze_layers=0))
     task = get_task(cfg.task)
     model = task.prepare(cfg, task.load_data(cfg)).model
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
@@ -39,7 +39,7 @@ def test_freeze_layers_stops_autograd_above_the_frozen_bottom(tiny_model, tiny_c
     """train.freeze_layers 1 on the 2-layer model: embeddings and layer 0 get no gradient and keep their exact
     values through an optimizer step (the loop's groups), layer 1 and the head change."""
     cfg = build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=True, freeze_layers=1,
-                                   layer_decay=0.8))
+                                   layer_decay=0.8, cache_frozen_layers=False))
     task = get_task(cfg.task)
     prepared = task.prepare(cfg, task.load_data(cfg))
     model = prepared.model
@@ -76,4 +76,17 @@ def test_freeze_layers_is_checked_against_the_model_and_the_config(tiny_model, t
         build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=False, freeze_layers=1))
     with pytest.raises(UserError, match=r"^config: train\.cache_frozen_layers = True: caches the layers .* 0;"):
         build_config(tiny_config(tiny_model, tiny_csv, tmp_path, cache_frozen_layers=True))
-    assert build_config({"data": {"train": str(tiny_csv)}}).train.freeze_layers == 0
+    assert build_config({"data": {"train": str(tiny_csv)}}).train.freeze_layers is None  # resolved by prepare
+
+
+@pytest.mark.parametrize("freeze_embeddings, frozen, cached", [(True, 1, True), (False, 0, None)])
+def test_left_unset_the_bottom_half_up_to_three_layers_is_frozen_and_cached(tiny_model, tiny_csv, tmp_path,
+                                                                          freeze_embeddings, frozen, cached):
+    """The 2-layer model freezes min(3, 2 // 2) = 1 layer and caches it; with trainable embeddings, none."""
+    cfg = build_config(tiny_config(tiny_model, tiny_csv, tmp_path, freeze_embeddings=freeze_embeddings))
+    task = get_task(cfg.task)
+    prepared = task.prepare(cfg, task.load_data(cfg))
+    assert prepared.resolved["freeze_layers"] == frozen
+    assert prepared.resolved.get("frozen_cache") is cached
+    trainable = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("bert.encoder.layer.0.") for n in trainable) is (frozen == 0)
