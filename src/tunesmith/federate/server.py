@@ -24,12 +24,16 @@ class ServerHooks:
     evaluate(state) -> validation metrics of the global model holding STATE (with `loss` and `metric`);
     metric: the validation metric that picks the best round (`loss` is minimised);
     folder: where rounds.jsonl and global.safetensors (the best round's tensors) go;
-    head: the state keys of the classifier's weight and bias (None: no head to refit, e.g. sft)."""
+    head: the state keys of the classifier's weight and bias (None: no head to refit, e.g. sft);
+    features(state) -> (validation features at the head's input, labels) and score(labels, logits) -> metrics:
+    how the head refit scores candidate heads without running the body again for each."""
     initial: dict[str, np.ndarray]
     evaluate: Callable[[dict[str, np.ndarray]], dict]
     metric: str
     folder: Path
     head: tuple[str, str] | None = None
+    features: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None
+    score: Callable[[np.ndarray, np.ndarray], dict] | None = None
     best: float | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -64,18 +68,20 @@ class ServerHooks:
         the global model only if it validates better than the best round (the averaged head). Writes refit.json."""
         from tunesmith.io import atomic_write_json
 
-        if self.head is None:
+        if self.head is None or self.features is None or self.score is None:
             raise ValueError("this model has no classifier head to refit")
         tic = time.perf_counter()
+        x, y = self.features(state)  # the body is the same for every candidate: run it once
         averaged, candidates, best = self.best, [], None
         for name, (weight, bias) in heads.items():
-            trial = {**state, self.head[0]: weight.astype(np.float32).reshape(state[self.head[0]].shape),
-                     self.head[1]: bias.astype(np.float32).reshape(state[self.head[1]].shape)}
-            metrics = {k: v for k, v in self.evaluate(trial).items() if isinstance(v, (int, float))}
+            weight, bias = weight.astype(np.float32), bias.astype(np.float32)
+            metrics = {k: v for k, v in self.score(y, x @ weight.T.astype(np.float64) + bias).items()
+                       if isinstance(v, (int, float))}
             candidates.append({"head": name, "validation": metrics})
             if self._better(metrics[self.metric]):
                 best = name
-                self._keep(trial, metrics[self.metric])
+                self._keep({**state, self.head[0]: weight.reshape(state[self.head[0]].shape),
+                            self.head[1]: bias.reshape(state[self.head[1]].shape)}, metrics[self.metric])
         record = {"method": "lda", "metric": self.metric, "averaged_head_validation": averaged,
                   "candidates": candidates, "kept": best, "traffic": traffic,
                   "seconds": round(time.perf_counter() - tic, 2)}
@@ -114,14 +120,21 @@ def model_hooks(task, cfg, data, prepared, accelerator, folder: Path) -> ServerH
         return task.validate(cfg, data, prepared, model, accelerator)
 
     initial = {k: v.numpy() for k, v in trainable_state(model).items()}
-    head = None
-    if data.labels:  # a classifier: the state keys of its last linear layer, for the head refit
-        from tunesmith.models.head import head_linear
+    hooks = ServerHooks(initial=initial, evaluate=evaluate, metric=cfg.train.metric_for_best, folder=Path(folder))
+    if data.labels:  # a classifier: its last linear layer and what it reads, for the head refit
+        from tunesmith.models.head import head_inputs, head_linear
 
         name, _ = head_linear(model, len(data.labels))
-        head = (f"{name}.weight", f"{name}.bias")
-    return ServerHooks(initial=initial, evaluate=evaluate, metric=cfg.train.metric_for_best, folder=Path(folder),
-                       head=head)
+        hooks.head = (f"{name}.weight", f"{name}.bias")
+
+        def features(state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+            return head_inputs(model, len(data.labels), prepared.encoded["validation"], prepared.evaluation_collate,
+                               task.logits, cfg.train.eval_batch_size)
+
+        hooks.features = features
+        hooks.score = lambda y, logits: task.metrics(y, logits, data.labels)
+    return hooks
 
 
 def hooks_from_spec(spec_path: str | Path) -> ServerHooks:

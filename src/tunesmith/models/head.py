@@ -27,16 +27,18 @@ def head_linear(model: nn.Module, n_labels: int) -> tuple[str, nn.Linear]:
 def head_inputs(model: nn.Module, n_labels: int, examples: Sequence[dict], collate: Callable,
                 forward: Callable[[nn.Module, dict], object], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(features [rows, in_features] float64, labels [rows]) fed to the head, with dropout off, while
-    FORWARD(model, batch) (the task's `logits`) runs the model on each batch."""
+    FORWARD(model, batch) (the task's `logits`) runs the model on each batch. Rows come in order of length
+    (less padding), features and labels alike."""
     _, layer = head_linear(model, n_labels)
     seen: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
     was_training = model.training
     model.eval()
     labels = []
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids", ())))
     try:
-        for i in range(0, len(examples), batch_size):
-            batch = collate(list(examples[i:i + batch_size]))
+        for i in range(0, len(order), batch_size):
+            batch = collate([examples[j] for j in order[i:i + batch_size]])
             labels.append(batch["labels"])
             forward(model, batch)
     finally:
