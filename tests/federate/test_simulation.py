@@ -143,3 +143,4 @@ def test_the_head_is_refit_from_pooled_class_statistics_once_and_kept_only_if_it
     assert refit["averaged_head_validation"] == pytest.approx(best_round)
     assert (refit["kept"] is not None) == (max(scores) > best_round)
     assert refit["kept"] is not None  # the tiny skewed run gains from it (0.85 -> 0.90 validation accuracy)
+    assert fed_run.results["training"]["best_validation_macro_f1"] == pytest.approx(max(scores))

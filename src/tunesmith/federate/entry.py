@@ -227,6 +227,9 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
     load_trainable_state(prepared.model, load_global(folder))
     metric = cfg.train.metric_for_best
     best = [r for r in rounds if r["best"]][-1]
+    refitted = read_refit(folder)
+    kept = next((c["validation"] for c in (refitted or {}).get("candidates", []) if c["head"] == refitted["kept"]),
+                best["validation"])  # the refitted head's score when the run kept it
     # the loop's record format, one evaluation per round, so the report's curves and overfitting watch read it
     with (run_dir / "metrics.jsonl").open("w") as fh:
         for r in rounds:
@@ -238,7 +241,7 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
     n_train = sum(len(s) for s in silos)
     training = {"global_step": fed.rounds, "epochs_completed": fed.rounds * fed.local_epochs,
                 "epochs_planned": fed.rounds * fed.local_epochs, "best_step": best["round"],
-                "best_validation_" + metric: best["validation"][metric], "stopped_early": False,
+                "best_validation_" + metric: kept[metric], "stopped_early": False,
                 "train_seconds": round(seconds, 2),
                 "train_samples_per_second": round(n_train * fed.rounds * fed.local_epochs * fed.fraction_fit
                                                   / max(seconds, 1e-9), 2),
@@ -253,7 +256,6 @@ def _finish(cfg, task, data, prepared, accelerator, silos, distribution, seconds
                  "local_epochs": fed.local_epochs, "fraction_fit": fed.fraction_fit, "best_round": best["round"],
                  "silo_rows": [len(s) for s in silos], "silo_label_counts": distribution,
                  "round_curve": rounds, "seconds": round(seconds, 2)}
-    refitted = read_refit(folder)
     if refitted is not None:
         federated["head_refit"] = refitted
     federated["traffic"] = _traffic(rounds, prepared.model, refitted)
