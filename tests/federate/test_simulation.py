@@ -144,3 +144,28 @@ def test_the_head_is_refit_from_pooled_class_statistics_once_and_kept_only_if_it
     assert (refit["kept"] is not None) == (max(scores) > best_round)
     assert refit["kept"] is not None  # the tiny skewed run gains from it (0.85 -> 0.90 validation accuracy)
     assert fed_run.results["training"]["best_validation_macro_f1"] == pytest.approx(max(scores))
+
+
+def test_eval_export_and_serve_take_the_federated_run_folder(fed_run, tmp_path):
+    """The federated run folder is an ordinary one for the later stages: eval on labelled rows reproduces the
+    run's own test accuracy, the ONNX export passes its parity gate, and the server answers as predict does."""
+    from tunesmith.export import export_run
+    from tunesmith.predict import eval_run
+    from tunesmith.serve import create_app
+
+    test = pd.read_csv(fed_run.path / "test_predictions.csv")
+    test[["text", "label"]].to_csv(tmp_path / "labelled.csv", index=False)
+    report = eval_run(fed_run.path, tmp_path / "labelled.csv", None, None)
+    assert report["metrics"]["accuracy"] == pytest.approx(fed_run.results["test"]["accuracy"])
+    exported = export_run(fed_run.path, "onnx", output=tmp_path / "onnx")
+    assert exported.refusal is None and exported.record["fp32"]["passes"]
+    assert exported.record["fp32"]["agreement"] == 1.0
+    from tests.serve.test_app import started
+
+    client = started(create_app(fed_run.path))
+    try:
+        reply = client.post("/predict", json={"inputs": test["text"].head(5).tolist()})
+        assert reply.status_code == 200
+        assert [row[0]["label"] for row in reply.json()] == test["predicted"].head(5).tolist()
+    finally:
+        client.__exit__(None, None, None)
