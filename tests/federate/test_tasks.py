@@ -53,6 +53,10 @@ def test_image_classification_federates_and_predict_accepts_the_run(face_folder,
     assert main(["predict", str(run.path), "--input", str(folder), "--output", str(tmp_path / "p.csv")]) == 0
     out = pd.read_csv(tmp_path / "p.csv")
     assert len(out) == 6 and set(out["predicted"]) <= set(run.results["labels"])
+    from tunesmith.export import export_run  # the later stages take the folder too: export (with its gate)
+
+    exported = export_run(run.path, "onnx", output=tmp_path / "onnx")
+    assert exported.refusal is None and exported.record["fp32"]["agreement"] == 1.0
 
 
 def test_an_image_federation_refuses_lora_in_one_line(face_folder, tiny_cnn, tmp_path):  # noqa: F811
@@ -96,6 +100,16 @@ def test_chat_sft_federates_a_lora_adapter_and_beats_the_base_model(tiny_lm, tmp
     for name in ("config.yaml", "results.json", "report.html", "model", "adapter"):
         assert (run.path / name).exists(), name
     assert json.loads((run.path / "status.json").read_text())["status"] == "completed"
+    from fastapi.testclient import TestClient  # ... and the chat server answers from the federated model
+
+    from tests.serve.conftest import wait_until
+    from tunesmith.serve import create_app
+
+    with TestClient(create_app(run.path, max_new_tokens=8)) as client:
+        wait_until(lambda: client.get("/health/ready").status_code == 200, "the warm-up")
+        reply = client.post("/v1/chat/completions", json={"model": run.path.name, "temperature": 0,
+                                                          "messages": [{"role": "user", "content": "hello"}]})
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_an_sft_federation_refuses_a_label_partition_in_one_line(tiny_lm, tmp_path):
