@@ -190,7 +190,9 @@ def check_label_errors(train: pd.DataFrame, seed: int) -> dict:
                           LogisticRegression(max_iter=1000, C=10.0))
     probs = cross_val_predict(model, usable["text"].astype(str).tolist(), y, cv=StratifiedKFold(
         folds, shuffle=True, random_state=seed), method="predict_proba")
-    issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab forks a multiprocessing pool otherwise, and a pool forked from a process that runs
+    # threads (torch, the serving loop) hung once in the test suite (a worker blocked on an inherited queue lock)
+    issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     rows = [{"split": "train", "row": int(usable[ROW].iloc[i]), "label": labels[y[i]],
              "suggested": labels[int(probs[i].argmax())], "label_probability": round(float(probs[i, y[i]]), 4),
              "text": str(usable["text"].iloc[i])[:200]} for i in issues]
