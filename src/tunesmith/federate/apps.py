@@ -164,7 +164,6 @@ def _metered(base: type):
 
         def aggregate_train(self, server_round, replies):
             replies = list(replies)
-            failed = [m for m in replies if m.has_error()]
             ok = [m for m in replies if not m.has_error()]
             sent = self.sent.get(server_round, len(replies))
             need = self.required if self.required is not None else sent
@@ -172,13 +171,7 @@ def _metered(base: type):
             sizes = [serialized_bytes(m) for m in ok]
             traffic.update(clients_ok=len(ok), clients_failed=sent - len(ok), bytes_received=sum(sizes),
                            bytes_received_per_client=max(sizes, default=0))
-            if len(ok) < max(need, 1):
-                reasons = "; ".join(f"node {m.metadata.src_node_id}: {_last_line(m.error.reason)}" for m in failed)
-                missing = sent - len(replies)
-                raise FederationError(
-                    f"round {server_round}: {len(ok)} of {sent} clients replied successfully, {need} needed"
-                    f"{f' ({missing} gave no reply before the timeout)' if missing else ''}"
-                    f"{f'; failures: {reasons}' if reasons else ''}")
+            _require(f"round {server_round}", replies, sent, need)
             arrays, metrics = super().aggregate_train(server_round, ok)
             if arrays is not None:  # how far each client's tensors are from the new global ones (L2)
                 merged = _from_record(arrays)
@@ -193,6 +186,18 @@ def _metered(base: type):
 
     Metered.__name__ = Metered.__qualname__ = f"Metered{base.__name__}"
     return Metered
+
+
+def _require(what: str, replies: list, sent: int, need: int) -> None:
+    """FederationError unless at least NEED (and one) of the SENT messages got a successful reply."""
+    ok = sum(not m.has_error() for m in replies)
+    if ok < max(need, 1):
+        reasons = "; ".join(f"node {m.metadata.src_node_id}: {_last_line(m.error.reason)}" for m in replies
+                            if m.has_error())
+        missing = sent - len(replies)
+        raise FederationError(f"{what}: {ok} of {sent} clients replied successfully, {need} needed"
+                              f"{f' ({missing} gave no reply before the timeout)' if missing else ''}"
+                              f"{f'; failures: {reasons}' if reasons else ''}")
 
 
 def _last_line(reason: str) -> str:
@@ -278,12 +283,8 @@ def _refit_head(grid, hooks: "ServerHooks", fed: FederatedConfig) -> None:
     messages = [Message(content=RecordDict({"arrays": record}), dst_node_id=node, message_type=MessageType.QUERY)
                 for node in sorted(grid.get_node_ids())]
     replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+    _require("head refit", replies, len(messages), fed.min_available_clients or len(messages))
     ok = [m for m in replies if not m.has_error()]
-    need = fed.min_available_clients or len(messages)
-    if len(ok) < max(need, 1):
-        reasons = "; ".join(_last_line(m.error.reason) for m in replies if m.has_error())
-        raise FederationError(f"head refit: {len(ok)} of {len(messages)} silos sent their statistics, {need} "
-                              f"needed{f'; failures: {reasons}' if reasons else ''}")
     pooled = refit.pool([_from_record(m.content["statistics"]) for m in ok])
     traffic = {"silos": len(ok), "bytes_sent": sum(serialized_bytes(m) for m in messages),
                "bytes_received": sum(serialized_bytes(m) for m in ok),

@@ -152,7 +152,6 @@ class LocalTrainer:
         state = {k: v.numpy() for k, v in trainable_state(self.accelerator.unwrap_model(model)).items()}
         return LocalResult(state, self.n, losses[-1] if losses else None, result.global_step)
 
-
     def statistics(self, global_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This silo's label counts, feature means and within-label scatter under GLOBAL_STATE's body, read at
         the head's input (refit.py pools them into a closed-form head)."""

@@ -23,17 +23,14 @@ def encoder_depth(model: torch.nn.Module) -> int:
     return max(layers) + 1 if layers else 0
 
 
-def freeze_bottom(model: torch.nn.Module, n_layers: int) -> list[str]:
+def freeze_bottom(model: torch.nn.Module, n_layers: int) -> None:
     """Freeze the embeddings (all of them: word, position, token type, their norm) and the bottom
-    `n_layers` encoder layers; return the frozen names. With nothing below it trainable, autograd records
-    nothing under layer `n_layers` and the backward pass stops there."""
+    `n_layers` encoder layers. With nothing below it trainable, autograd records nothing under layer
+    `n_layers` and the backward pass stops there."""
     depth = encoder_depth(model)
-    frozen = []
     for name, p in model.named_parameters():
         if layer_depth(name, depth) <= n_layers:
             p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
 
 
 def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float, weight_decay: float) -> list[dict]:
