@@ -5,18 +5,25 @@
 RUN folders are finished tunesmith runs: a MiniLM-L6 run on Banking77 and an EfficientNet-Lite0 run on
 PneumoniaMNIST (see bench/RESULTS.md for the commands that trained them). Each run is exported with
 `export_run(..., int8=True)` into a temporary folder (the parity gate and the int8 search run as a user's
-export does); then each backend predicts test inputs at batch 1 and batch 32 with 2 threads, backends
-interleaved round by round so that load on the machine hits them alike. Times are medians per call of
-the whole predictor (tokenizer or image preprocessing included), as `tunesmith predict` pays them, in wall
-time and in this process's CPU time (the second survives a busy machine better).
+export does); then each backend predicts test inputs at batch 1 and batch 32 with 1 and 2 threads, each backend in
+a process of its own, one after another, as a deployment runs one runtime. (Until 2026-11-26 the backends
+ran interleaved in one process: then torch's OpenMP workers and ONNX Runtime's pool, each spinning idle
+after its own calls, took the second core from the other runtime, an artefact of the bench that halved
+ORT int8's 2-thread speed at batch 32.) Run it on an idle machine. Times are medians per call of the
+whole predictor (tokenizer or image preprocessing included), as `tunesmith predict` pays them, in wall
+time and in the process's CPU time.
 Prints the table and, with --append, adds it, dated, to bench/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import pickle
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,28 +51,53 @@ def _time(fn, batches: list) -> tuple[float, float]:
     return time.perf_counter() - tic, time.process_time() - cpu
 
 
-def _latencies(backends: dict, inputs: list, repeats: int, threads: int) -> tuple[dict, dict]:
-    """Median wall and CPU seconds per call of each backend at batch 1 and 32, rounds interleaved across
-    backends."""
+def _latencies(backend: str, run_dir: Path, export: Path, file: str | None, inputs: list, repeats: int,
+               threads: int) -> tuple[dict, dict]:
+    """Median wall and CPU seconds per call of one backend at batch 1 and 32, in this process.
+    `file`: the ONNX file in `export`, or None for the eager PyTorch predictor."""
     import torch
 
     torch.set_num_threads(threads)
-    times = {(b, bs): [] for b in backends for bs in (1, 32)}
+    if file is None:
+        from tunesmith.predict import load_predictor
+
+        pred = load_predictor(run_dir, "torch")
+    else:
+        from tunesmith.export.runtime import OnnxImageClassifier, OnnxTextClassifier, read_manifest
+
+        text = read_manifest(export)["task"] == "text-classification"
+        pred = (OnnxTextClassifier if text else OnnxImageClassifier)(export, file, threads=threads)
+    times = {bs: [] for bs in (1, 32)}
     for bs, rounds in ((1, repeats), (32, max(3, repeats // 6))):
         batches = [inputs[(i * bs) % (len(inputs) - bs + 1):][:bs] for i in range(rounds)]
-        for pred in backends.values():  # warm-up
-            pred.logits(batches[0])
-        for batch in batches:
-            for name, pred in backends.items():
-                times[(name, bs)].append(_time(pred.logits, batch))
-    return ({k: float(np.median([w for w, _ in v])) for k, v in times.items()},
-            {k: float(np.median([c for _, c in v])) for k, v in times.items()})
+        for batch in batches[:2]:  # warm-up
+            pred.logits(batch)
+        times[bs] = [_time(pred.logits, batch) for batch in batches]
+    return ({bs: float(np.median([w for w, _ in v])) for bs, v in times.items()},
+            {bs: float(np.median([c for _, c in v])) for bs, v in times.items()})
+
+
+def _isolated(backend: str, run_dir: Path, export: Path, file: str | None, inputs_file: Path, repeats: int,
+              threads: int) -> tuple[dict, dict]:
+    """_latencies in a fresh process (this script with --worker): one runtime per process."""
+    job = {"backend": backend, "run_dir": str(run_dir), "export": str(export), "file": file,
+           "inputs": str(inputs_file), "repeats": repeats, "threads": threads}
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return {int(k): v for k, v in wall.items()}, {int(k): v for k, v in cpu.items()}
+
+
+def _worker(job: str) -> None:
+    j = json.loads(job)
+    with open(j["inputs"], "rb") as fh:
+        inputs = pickle.load(fh)  # written by this script's parent process, a moment ago
+    print(json.dumps(_latencies(j["backend"], Path(j["run_dir"]), Path(j["export"]), j["file"], inputs, j["repeats"],
+                                j["threads"])))
 
 
 def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
     from tunesmith.export import export_run
-    from tunesmith.export.runtime import OnnxImageClassifier, OnnxTextClassifier
-    from tunesmith.predict import load_predictor
 
     import torch
 
@@ -76,7 +108,6 @@ def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
         tic = time.perf_counter()
         rec = export_run(run_dir, "onnx", int8=True, output=out).record
         export_seconds = time.perf_counter() - tic
-        onnx_cls = OnnxTextClassifier if rec["task"] == "text-classification" else OnnxImageClassifier
         files = {"ORT fp32": "model.onnx", "ORT int8": "model.int8.onnx"}
         sizes = {"eager PyTorch": (run_dir / "model" / "model.safetensors").stat().st_size,
                  **{k: (out / f).stat().st_size for k, f in files.items() if (out / f).is_file()}}
@@ -88,11 +119,15 @@ def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
         if rec.get("int8", {}).get("chosen"):
             chosen = next(c for c in rec["int8"]["candidates"] if c["setting"] == rec["int8"]["chosen"])
             accuracy["ORT int8"], agreement["ORT int8"] = chosen["test_accuracy"]["exported"], chosen["agreement"]
-        torch_predictor = load_predictor(run_dir, "torch")
+        inputs_file = Path(tmp) / "inputs.pkl"
+        inputs_file.write_bytes(pickle.dumps(inputs))
+        backends = {"eager PyTorch": None, **{k: f for k, f in files.items() if k in sizes}}
         for threads in (1, THREADS):
-            backends = {"eager PyTorch": torch_predictor,
-                        **{k: onnx_cls(out, f, threads=threads) for k, f in files.items() if k in sizes}}
-            med, cpu = _latencies(backends, inputs, repeats, threads)
+            med, cpu = {}, {}
+            for name, file in backends.items():
+                wall, proc = _isolated(name, run_dir, out, file, inputs_file, repeats, threads)
+                med.update({(name, bs): v for bs, v in wall.items()})
+                cpu.update({(name, bs): v for bs, v in proc.items()})
             for name in backends:
                 b1, b32 = med[(name, 1)], med[(name, 32)]
                 c1, c32 = cpu[(name, 1)], cpu[(name, 32)]
@@ -175,6 +210,8 @@ def _sizes(size: dict) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        return _worker(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--text-run", type=Path, required=True)
     ap.add_argument("--image-run", type=Path, required=True)
