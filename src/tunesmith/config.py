@@ -106,6 +106,18 @@ class ContrastiveSettings(_Strict):
     # SetFit's default body rate; at 5e-5 the stage made Banking77 10-shot validation worse (bench/RESULTS.md)
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of the contrastive stage "
                                  "(the head stage after it uses train.learning_rate).")
+    # Design check on rows of each training file outside the sample (never a test file): bench/RESULTS.md,
+    # "Small data, third pass"
+    refit_head: bool = Field(True, description="After the encoder is chosen on validation, fit the final "
+                             "logistic-regression head on the training and validation rows together (as "
+                             "AutoGluon's refit_full and scikit-learn's refit=True do): with 10 examples per class "
+                             "every row counts. The head stage is then skipped, validation scores in the report "
+                             "are marked as not held out, and no temperature is fitted (no held-out rows are "
+                             "left for it). false: the head is fitted on the training rows, then trained further "
+                             "in the head stage, and validation stays held out.")
+    label_rows: bool = Field(True, description="Add one row per class to the head's training rows: its label "
+                             "phrase (eval.label_descriptions, else the label name in words), as SetFit's "
+                             "templated data does.")
 
 
 class TrainConfig(_Strict):

@@ -21,7 +21,7 @@ import yaml
 
 from tunesmith.config import RunConfig, build_config, load_config, save_config
 from tunesmith.errors import UserError
-from tunesmith.io import atomic_write_json
+from tunesmith.io import atomic_write_json, atomic_write_text
 from tunesmith.memo import Memo, audit_key, data_key
 
 STATUS = "status.json"
@@ -265,7 +265,8 @@ def _audit(cfg, task, data, run_dir: Path, main: bool, resuming: bool, memo: Mem
 
 def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: bool) -> dict | None:
     """Train the task's warm-up stage (e.g. the head on a frozen backbone) in RUN_DIR/<name>/, then
-    unfreeze: the main stage starts from its best weights."""
+    unfreeze: the main stage starts from its best weights. "final": the stage's leave made the model final
+    (e.g. a head fitted on training and validation rows), so there is no main stage."""
     from dataclasses import replace
 
     from tunesmith.train.loop import train_loop
@@ -282,12 +283,14 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     lengths = phase.lengths or [1] * len(phase.encoded["train"])
     result = train_loop(loss, prepared.model, phase.encoded["train"], lengths, phase.collate, evaluate, cfg.train,
                         phase.epochs, phase.learning_rate, folder, accelerator, resume=resuming)
+    final = False
     if phase.leave is not None:
-        phase.leave(prepared.model)
+        final = bool(phase.leave(prepared.model))
     else:
         for param in prepared.model.parameters():
             param.requires_grad_(True)
-    return {"phase": phase.name, "epochs": result.epochs_completed, "learning_rate": phase.learning_rate,
+    return {"phase": phase.name, "final": final, "epochs": result.epochs_completed,
+            "learning_rate": phase.learning_rate,
             "global_step": result.global_step, "best_validation_" + cfg.train.metric_for_best: result.best_metric,
             "train_seconds": round(result.train_seconds, 2), **({"outcome": phase.outcome} if phase.outcome else {})}
 
@@ -323,7 +326,7 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
 
     from tunesmith.evaluate.metrics import headline
     from tunesmith.models import quiet_hf
-    from tunesmith.train.loop import train_loop
+    from tunesmith.train.loop import LoopResult, train_loop
 
     quiet_hf()
     main = accelerator.is_main_process
@@ -366,15 +369,23 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     if method_choice and warmup and warmup.get("outcome", {}).get("reason"):  # e.g. probe vs contrastive body
         method_choice = {**method_choice, "reason": f"{method_choice['reason']}; then {warmup['outcome']['reason']}"}
     loss = prepared.loss or task.loss  # this run's loss (e.g. class-weighted), else the task's
-    result = train_loop(loss, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
-                        lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs, lr,
-                        run_dir, accelerator, resume=resuming, callbacks=callbacks, param_groups=prepared.param_groups)
+    if warmup and warmup["final"]:  # the warm-up stage finished the model: no main stage
+        epochs, result = 0, LoopResult(global_step=0, epochs_completed=0, best_step=None, best_metric=None,
+                                       stopped_early=False, train_seconds=0.0, train_samples=0)
+        if main:
+            atomic_write_text(run_dir / "metrics.jsonl", "")
+    else:
+        result = train_loop(loss, prepared.model, prepared.encoded["train"], prepared.lengths, prepared.collate,
+                            lambda model: task.validate(cfg, data, prepared, model, accelerator), cfg.train, epochs,
+                            lr, run_dir, accelerator, resume=resuming, callbacks=callbacks,
+                            param_groups=prepared.param_groups)
     training = {**({"warmup": warmup} if warmup else {}), **({"method_choice": method_choice} if method_choice else {}),
                 "global_step": result.global_step, "epochs_completed": result.epochs_completed,
                 "epochs_planned": epochs, "best_step": result.best_step,
                 "best_validation_" + cfg.train.metric_for_best: result.best_metric,
                 "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
-                "train_samples_per_second": round(result.samples_per_second, 2)}
+                "train_samples_per_second": round(result.samples_per_second, 2) if result.train_samples else None,
+                **({"validation_held_out": False} if warmup and warmup["final"] else {})}
     # every process takes part (predictions are gathered); only the main one writes
     results = task.finish(cfg, data, prepared, accelerator, training, run_dir)
     if main:

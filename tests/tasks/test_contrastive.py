@@ -132,6 +132,31 @@ def test_the_tuned_body_is_kept_only_when_its_head_validates_at_least_as_well_as
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
 
 
+def test_the_final_head_is_refitted_on_training_validation_and_label_rows_and_ends_training(tiny_model):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.tasks.contrastive import ProbeOrTuned, embed, fit_head
+
+    train, collate = _encoded(tiny_model, make_rows(12, seed=1))
+    validation, _ = _encoded(tiny_model, make_rows(8, seed=2))
+    phrases, _ = _encoded(tiny_model, pd.DataFrame({"text": ["pos", "neg"], "label": ["pos", "neg"]}))
+    y = lambda rows: np.array([e["labels"] for e in rows])  # noqa: E731
+    heads = {}
+    for refit in (False, True):
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+        choice = ProbeOrTuned(train, validation, collate, batch_size=8, n_classes=2, extra=phrases, refit=refit)
+        choice.enter(model)
+        assert choice.leave(model) is refit  # True: the model is final, no head stage
+        assert choice.outcome["validation_held_out"] is not refit
+        rows = train + phrases + (validation if refit else [])
+        weight, bias = fit_head(embed(model, rows, collate, 8).numpy(), y(rows), 2)
+        assert torch.allclose(model.classifier.weight, weight, atol=1e-5)
+        assert torch.allclose(model.classifier.bias, bias, atol=1e-5)
+        heads[refit] = model.classifier.weight.clone()
+    assert not torch.allclose(heads[False], heads[True], atol=1e-3)  # the validation rows changed the head
+    assert "validation rows" in choice.outcome["head_rows"] and "2 label-phrase rows" in choice.outcome["head_rows"]
+
+
 @pytest.mark.parametrize("counts, method", [([10] * 77, "contrastive"), ([30] * 77, "contrastive"),
                                             ([400] * 5, "full"), ([1] * 20 + [2], "linear-probe")])
 def test_auto_chooses_by_examples_per_class(counts, method):
@@ -169,6 +194,24 @@ def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(t
     out = predict(run.path, saved["text"].tolist())
     assert out["label"].tolist() == saved["predicted"].tolist()
     assert np.allclose(out["probability"], saved["confidence"], atol=1e-4)
+    # by default the head is refitted on training + validation rows: no head stage, and the report says
+    # that validation is not held out (no temperature fitted on it)
+    from tunesmith.tasks.classification import NOT_HELD_OUT
+
+    assert run.results["training"]["warmup"]["final"] and run.results["training"]["validation_held_out"] is False
+    assert run.results["training"]["global_step"] == 0 and not (run.path / "checkpoints").exists()
+    assert run.results["validation"]["held_out"] is False and "calibration" not in run.results
+    assert NOT_HELD_OUT in run.results["overfitting"]["summary"]
+    assert NOT_HELD_OUT in (run.path / "report.html").read_text()
+    assert json.loads((run.path / "model" / "calibration.json").read_text())["temperature"] == 1.0
+
+
+def test_without_the_refit_the_head_stage_trains_the_head_only_and_validation_stays_held_out(tmp_path):
+    cfg = _small_config(tmp_path, method="contrastive")
+    cfg["train"]["contrastive"]["refit_head"] = False
+    run = fine_tune(build_config(cfg))
+    assert not run.results["training"]["warmup"]["final"] and "validation_held_out" not in run.results["training"]
+    assert "held_out" not in run.results["validation"] and "calibration" in run.results
     # the head stage trained the head only: the body is the one the contrastive stage left
     from safetensors.torch import load_file
 

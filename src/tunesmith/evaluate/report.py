@@ -161,9 +161,12 @@ def write_report(run_dir: str | Path) -> Path:
     matplotlib.use("Agg")  # no screen needed
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    config = (run_dir / "config.yaml").read_text()
     tr = results["training"]
+    # a run whose warm-up stage finished the model has no main stage: its curves are the stage's
+    log = run_dir / tr["warmup"]["phase"] / "metrics.jsonl" if tr.get("warmup", {}).get("final") else \
+        run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    config = (run_dir / "config.yaml").read_text()
     training = ["<h2>Training</h2>",
                 html_table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                        [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],

@@ -33,8 +33,8 @@ class Phase:
     # own objective (e.g. contrastive); None: the run's loss
     evaluate: Callable[[torch.nn.Module], dict] | None = None  # this stage's validation metrics; None: the task's
     lengths: list[int] | None = None  # of each training example, for length-grouped batches; None: no grouping
-    leave: Callable[[torch.nn.Module], None] | None = None  # after the stage (e.g. freeze the tuned body for a
-    # head-only main stage); None: unfreeze every weight
+    leave: Callable[[torch.nn.Module], bool | None] | None = None  # after the stage (e.g. freeze the tuned body
+    # for a head-only main stage); returns True when the model is final (no main stage); None: unfreeze every weight
     outcome: dict | None = None  # what enter/leave decided (filled by them), recorded with the stage's results
 
 

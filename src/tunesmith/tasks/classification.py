@@ -18,6 +18,9 @@ from tunesmith.evaluate.calibration import CALIBRATION
 from tunesmith.io import atomic_write_json
 from tunesmith.tasks.base import Prepared, TaskData
 
+# What the report says when the final model learned from the validation rows (e.g. a head refitted on them).
+NOT_HELD_OUT = ("validation rows also trained the final head (refitted after the model choice), so validation "
+                "scores are not held out; the test split is")
 
 @dataclass(frozen=True)
 class ClassLoss:
@@ -121,18 +124,29 @@ class Classifier:
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         validation = scored(ys["validation"], logits["validation"], labels, cfg.eval, seed)
         train_metrics = self.metrics(ys["train"], logits["train"], labels)
+        held_out = training.get("validation_held_out", True)
+        watch = overfitting_watch(records, train_metrics, validation, training["stopped_early"], training["best_step"])
+        if not held_out:
+            validation["held_out"] = False
+            watch["summary"] = (f"{NOT_HELD_OUT}; {watch['summary']}")
         results = {
             "task": cfg.task, "model": cfg.model.name, "method": cfg.train.method, "labels": labels,
             **({"method_choice": training["method_choice"]} if "method_choice" in training else {}),
-            "validation": validation, "training": training,
-            "overfitting": overfitting_watch(records, train_metrics, validation, training["stopped_early"],
-                                             training["best_step"]),
+            "validation": validation, "training": training, "overfitting": watch,
         }
-        if cfg.eval.calibrate:
+        if cfg.eval.calibrate and held_out:
             results["calibration"] = calibrate(logits["validation"], ys["validation"], logits.get("test"),
                                                ys.get("test"))
+        elif cfg.eval.calibrate:
+            results["calibration_skipped"] = ("no held-out rows to fit a temperature on: validation rows "
+                                              "trained the head")
         if not cfg.eval.test:
             return results
+        if not held_out:  # the baselines learn from the same rows as the final model
+            import pandas as pd
+
+            data = TaskData({**data.splits, "train": pd.concat([data.splits["train"], data.splits["validation"]])},
+                            data.labels, data.data_report)
         base = self.baselines(cfg, data, prepared)
         results.update({
             "test": scored(ys["test"], logits["test"], labels, cfg.eval, seed),

@@ -214,15 +214,18 @@ def set_head(model: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor) -
 class ProbeOrTuned:
     """The stage's enter and leave: remember the pre-trained body and its probe's validation score; after
     the stage keep whichever body (tuned or pre-trained) gives the better logistic-regression head on
-    the validation split (ties go to the tuned one), and start the head stage from that head.
-    `outcome` says what was chosen and why, for the run's results."""
+    the validation split (ties go to the tuned one). Each head is fitted on the training rows plus
+    `extra` (e.g. one label-phrase row per class). With `refit`, the final head is then fitted on the
+    training and validation rows together and the model is final (leave returns True: no head stage);
+    otherwise the head stage starts from the compared head. `outcome` says what was chosen and why."""
 
     def __init__(self, train: Sequence[dict], validation: Sequence[dict], collate: Callable, batch_size: int,
-                 n_classes: int) -> None:
-        self.train, self.validation, self.collate, self.batch_size = train, validation, collate, batch_size
-        self.train_y = np.array([ex["labels"] for ex in train])
+                 n_classes: int, extra: Sequence[dict] = (), refit: bool = False) -> None:
+        self.train, self.validation, self.collate, self.batch_size = list(train) + list(extra), validation, \
+            collate, batch_size
+        self.train_y = np.array([ex["labels"] for ex in self.train])
         self.val_y = np.array([ex["labels"] for ex in validation])
-        self.n_classes = n_classes
+        self.n_classes, self.n_extra, self.refit = n_classes, len(extra), refit
         self.outcome: dict = {}
         self._pretrained: dict[str, torch.Tensor] = {}
         self._probe: tuple | None = None
@@ -244,7 +247,7 @@ class ProbeOrTuned:
         self._probe = self._head(model)
         self._pretrained = {k: v.detach().clone() for k, v in model.base_model.state_dict().items()}
 
-    def leave(self, model: torch.nn.Module) -> None:
+    def leave(self, model: torch.nn.Module) -> bool:
         freeze_body_only_head(model)
         tuned = self._head(model)
         probe = self._probe
@@ -252,22 +255,34 @@ class ProbeOrTuned:
         if not keep_tuned:
             model.base_model.load_state_dict(self._pretrained)
         weight, bias, _ = tuned if keep_tuned else probe
+        rows = f"{len(self.train) - self.n_extra} training rows" + (
+            f" and {self.n_extra} label-phrase rows" if self.n_extra else "")
+        refit = self.refit and len(self.val_y) > 0
+        if refit:
+            emb = embed(model, [*self.train, *self.validation], self.collate, self.batch_size).cpu().numpy()
+            weight, bias = fit_head(emb, np.concatenate([self.train_y, self.val_y]), self.n_classes)
+            rows += f", then refitted on them with the {len(self.val_y)} validation rows"
         fitted = set_head(model, weight, bias)
+        final = refit and fitted  # a head that is not one linear layer still needs the head stage
         self._pretrained = {}
         self.outcome.update({
             "validation_probe": round(probe[2], 4), "validation_contrastive": round(tuned[2], 4),
             "kept": "contrastive" if keep_tuned else "linear-probe", "head": "logistic regression" if fitted
-            else "the model's own (not one linear layer)",
+            else "the model's own (not one linear layer)", "head_rows": rows, "validation_held_out": not final,
             "reason": f"validation accuracy of a logistic-regression head: contrastive-tuned encoder {tuned[2]:.3f}, "
                       f"pre-trained encoder (linear probe) {probe[2]:.3f}; kept the "
-                      f"{'contrastive-tuned' if keep_tuned else 'pre-trained'} encoder"})
+                      f"{'contrastive-tuned' if keep_tuned else 'pre-trained'} encoder"
+                      + ("; the final head was fitted on the training and validation rows together (validation "
+                         "scores are not held out; test is)" if final else "")})
+        return final
 
 
 def contrastive_phase(settings, seed: int, eval_batch_size: int, encoded: dict, collate: Callable,
-                      labels: list[str], metrics: Callable) -> Phase:
+                      labels: list[str], metrics: Callable, label_rows: Sequence[dict] = ()) -> Phase:
     """The stage as the shared loop runs it: label-built pairs, scored during the stage on validation by
     nearest class centroid (no head exists yet), then ProbeOrTuned picks the body and fits the head.
-    `settings` is train.contrastive; `metrics(y, logits, labels)` the task's validation metrics."""
+    `settings` is train.contrastive; `metrics(y, logits, labels)` the task's validation metrics;
+    `label_rows`: encoded label phrases, one per class, added to the head's rows (settings.label_rows)."""
     train, validation = encoded["train"], encoded["validation"]
     train_y = np.array([ex["labels"] for ex in train])
     pairs = build_pairs(train_y, settings.pairs_per_example or default_pairs_per_example(len(train)), seed)
@@ -275,7 +290,8 @@ def contrastive_phase(settings, seed: int, eval_batch_size: int, encoded: dict, 
         raise UserError("train.method = 'contrastive': no class has two training examples to pair; "
                         "use linear-probe")
     val_y = np.array([ex["labels"] for ex in validation])
-    choice = ProbeOrTuned(train, validation, collate, eval_batch_size, len(labels))
+    choice = ProbeOrTuned(train, validation, collate, eval_batch_size, len(labels),
+                          extra=label_rows if settings.label_rows else (), refit=settings.refit_head)
 
     def evaluate(model: torch.nn.Module) -> dict:
         centroid = centroid_logits(embed(model, train, collate, eval_batch_size), train_y,

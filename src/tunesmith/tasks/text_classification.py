@@ -149,7 +149,8 @@ class TextClassification(Classifier):
                     [1] * len(lengths), True
 
         truncated = float(np.mean([n > max_length for n in raw_lengths]))
-        warmup = self._contrastive_phase(cfg, data, encoded, collate) if cfg.train.method == "contrastive" else None
+        warmup = self._contrastive_phase(cfg, data, encoded, collate, tokenizer, max_length) \
+            if cfg.train.method == "contrastive" else None
         groups = None
         if cfg.train.method == "full" and cfg.train.layer_decay < 1.0:
             from functools import partial
@@ -202,12 +203,17 @@ class TextClassification(Classifier):
                 return cached, {"frozen_cache": True, "frozen_cache_seconds": seconds}
         return encoded, {"frozen_cache": False, "frozen_cache_seconds": seconds}
 
-    def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate) -> Phase:
-        """The contrastive stage (see tasks/contrastive.py)."""
+    def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate, tokenizer,
+                           max_length: int) -> Phase:
+        """The contrastive stage (see tasks/contrastive.py), with each label's phrase (the zero-shot
+        baseline's: eval.label_descriptions, else the name in words) as one more row for the head."""
+        from tunesmith.evaluate.baselines import label_phrase
         from tunesmith.tasks.contrastive import contrastive_phase
 
+        phrases = pd.DataFrame({"text": [label_phrase(l, cfg.eval.label_descriptions) for l in data.labels],
+                                "label": data.labels})
         return contrastive_phase(cfg.train.contrastive, cfg.train.seed, cfg.train.eval_batch_size, encoded, collate,
-                                 data.labels, self.metrics)
+                                 data.labels, self.metrics, self._encode(tokenizer, phrases, data.labels, max_length))
 
     def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
         """train.method auto: the method for this much data per class (see tasks/method_choice.py)."""
