@@ -99,7 +99,12 @@ def _add_health(app, server: Server, errors: dict) -> None:
     from fastapi import Response
     from fastapi.responses import JSONResponse
 
-    def ready():
+    # async: answered on the event loop itself. A plain def would wait for a thread of the pool (and the
+    # GIL handed over twice) behind the traffic that loads the server, which is when a probe must be quick.
+    async def live():
+        return {"live": True}
+
+    async def ready():
         reason = server.not_ready_reason()
         if reason is None:
             return {"ready": True}
@@ -108,7 +113,7 @@ def _add_health(app, server: Server, errors: dict) -> None:
     not_ready = {503: {"model": schemas.Ready, "description": "Not ready yet: loading or warming up."}}
     for prefix in ("", "/v2"):
         app.get(f"{prefix}/health/live", tags=["health"], response_model=schemas.Live,
-                summary="The process answers (no auth)")(lambda: {"live": True})
+                summary="The process answers (no auth)")(live)
         app.get(f"{prefix}/health/ready", tags=["health"], response_model=schemas.Ready, responses=not_ready,
                 response_model_exclude_none=True,
                 summary="The model has completed a warm-up forward pass (no auth)")(ready)
