@@ -294,3 +294,17 @@ def test_serve_refuses_what_it_cannot_serve_with_one_line(text_run, tmp_path, ca
         assert main(["serve", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_a_running_app_keeps_its_loaded_objects_out_of_full_collections_and_gives_them_back_at_shutdown(text_run):
+    """gc.freeze() at start-up: a full collection no longer walks the model and app while holding the GIL
+    (what kept /health/live waiting under load: bench/RESULTS.md); shutdown unfreezes them."""
+    import gc
+
+    app = create_app(text_run)
+    model = app.state.server.model
+    with TestClient(app) as c:
+        assert c.get("/health/live").status_code == 200
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and not any(o is model for o in gc.get_objects(generation=2))
+    assert gc.get_freeze_count() == 0
