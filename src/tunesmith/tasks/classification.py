@@ -22,6 +22,7 @@ from tunesmith.tasks.base import Prepared, TaskData
 NOT_HELD_OUT = ("validation rows also trained the final head (refitted after the model choice), so validation "
                 "scores are not held out; the test split is")
 
+
 @dataclass(frozen=True)
 class ClassLoss:
     """Cross-entropy of a task's class logits, weighted and smoothed as this run's data and config say."""

@@ -266,9 +266,10 @@ class ProbeOrTuned:
         if refit:
             emb = embed(model, [*self.train, *self.validation], self.collate, self.batch_size).cpu().numpy()
             weight, bias = fit_head(emb, np.concatenate([self.train_y, self.val_y]), self.n_classes)
-            rows += f", then refitted on them with the {len(self.val_y)} validation rows"
         fitted = set_head(model, weight, bias)
         final = refit and fitted  # a head that is not one linear layer still needs the head stage
+        if final:
+            rows += f", then refitted on them with the {len(self.val_y)} validation rows"
         self._pretrained = {}
         self.outcome.update({
             "validation_probe": round(probe[2], 4), "validation_contrastive": round(tuned[2], 4),
