@@ -22,8 +22,11 @@ def _collate_with_index(collate: Callable) -> Callable:
 def per_example(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, batch_size: int,
                 accelerator, fn: Callable) -> tuple[np.ndarray, ...]:
     """`fn(model, batch)` returns a tuple of tensors with one row per example; this gives them for
-    every example, in example order, sharded over processes when distributed."""
+    every example, in example order, sharded over processes when distributed. Token examples run in
+    length order (Banking77 evaluation: about a third of the padded tokens of batches in row order)."""
     data = list(enumerate(examples))
+    if data and "input_ids" in data[0][1]:  # tokens: batches of similar length carry little padding
+        data.sort(key=lambda item: len(item[1]["input_ids"]))
     loader = accelerator.prepare(DataLoader(data, batch_size=batch_size, shuffle=False,
                                             collate_fn=_collate_with_index(collate), generator=torch.Generator()))
     was_training = model.training
