@@ -51,7 +51,7 @@ def _time(fn, batches: list) -> tuple[float, float]:
     return time.perf_counter() - tic, time.process_time() - cpu
 
 
-def _latencies(backend: str, run_dir: Path, export: Path, file: str | None, inputs: list, repeats: int,
+def _latencies(run_dir: Path, export: Path, file: str | None, inputs: list, repeats: int,
                threads: int) -> tuple[dict, dict]:
     """Median wall and CPU seconds per call of one backend at batch 1 and 32, in this process.
     `file`: the ONNX file in `export`, or None for the eager PyTorch predictor."""
@@ -77,10 +77,10 @@ def _latencies(backend: str, run_dir: Path, export: Path, file: str | None, inpu
             {bs: float(np.median([c for _, c in v])) for bs, v in times.items()})
 
 
-def _isolated(backend: str, run_dir: Path, export: Path, file: str | None, inputs_file: Path, repeats: int,
+def _isolated(run_dir: Path, export: Path, file: str | None, inputs_file: Path, repeats: int,
               threads: int) -> tuple[dict, dict]:
     """_latencies in a fresh process (this script with --worker): one runtime per process."""
-    job = {"backend": backend, "run_dir": str(run_dir), "export": str(export), "file": file,
+    job = {"run_dir": str(run_dir), "export": str(export), "file": file,
            "inputs": str(inputs_file), "repeats": repeats, "threads": threads}
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
                          check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
@@ -92,8 +92,7 @@ def _worker(job: str) -> None:
     j = json.loads(job)
     with open(j["inputs"], "rb") as fh:
         inputs = pickle.load(fh)  # written by this script's parent process, a moment ago
-    print(json.dumps(_latencies(j["backend"], Path(j["run_dir"]), Path(j["export"]), j["file"], inputs, j["repeats"],
-                                j["threads"])))
+    print(json.dumps(_latencies(Path(j["run_dir"]), Path(j["export"]), j["file"], inputs, j["repeats"], j["threads"])))
 
 
 def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
@@ -125,7 +124,7 @@ def measure(run_dir: Path, repeats: int) -> tuple[list[dict], dict]:
         for threads in (1, THREADS):
             med, cpu = {}, {}
             for name, file in backends.items():
-                wall, proc = _isolated(name, run_dir, out, file, inputs_file, repeats, threads)
+                wall, proc = _isolated(run_dir, out, file, inputs_file, repeats, threads)
                 med.update({(name, bs): v for bs, v in wall.items()})
                 cpu.update({(name, bs): v for bs, v in proc.items()})
             for name in backends:

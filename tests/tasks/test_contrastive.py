@@ -173,11 +173,26 @@ def _small_config(tmp_path, **train):
     return cfg
 
 
-def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(tmp_path):
+def _baseline_rows(monkeypatch) -> list[int]:
+    """Record how many training rows the baselines learn from, run by run."""
+    from tunesmith.tasks.text_classification import TextClassification
+
+    seen, real = [], TextClassification.baselines
+
+    def counted(self, cfg, data, prepared):
+        seen.append(len(data.splits["train"]))
+        return real(self, cfg, data, prepared)
+
+    monkeypatch.setattr(TextClassification, "baselines", counted)
+    return seen
+
+
+def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(tmp_path, monkeypatch):
     from tunesmith.predict import predict
 
     cfg = _small_config(tmp_path, method="auto")
     del cfg["train"]["learning_rate"]  # the head stage's default
+    baseline_rows = _baseline_rows(monkeypatch)
     run = fine_tune(build_config(cfg))
     assert run.results["method"] == "contrastive" and run.results["method_choice"]["method"] == "contrastive"
     assert "per class" in run.results["method_choice"]["reason"]
@@ -204,12 +219,16 @@ def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(t
     assert NOT_HELD_OUT in run.results["overfitting"]["summary"]
     assert NOT_HELD_OUT in (run.path / "report.html").read_text()
     assert json.loads((run.path / "model" / "calibration.json").read_text())["temperature"] == 1.0
+    split_rows = json.loads((run.path / "data_report.json").read_text())["split_rows"]
+    assert baseline_rows == [split_rows["train"] + split_rows["validation"]]  # the same rows as the final head
 
 
-def test_without_the_refit_the_head_stage_trains_the_head_only_and_validation_stays_held_out(tmp_path):
+def test_without_the_refit_the_head_stage_trains_the_head_only_and_validation_stays_held_out(tmp_path, monkeypatch):
     cfg = _small_config(tmp_path, method="contrastive")
     cfg["train"]["contrastive"]["refit_head"] = False
+    baseline_rows = _baseline_rows(monkeypatch)
     run = fine_tune(build_config(cfg))
+    assert baseline_rows == [json.loads((run.path / "data_report.json").read_text())["split_rows"]["train"]]
     assert not run.results["training"]["warmup"]["final"] and "validation_held_out" not in run.results["training"]
     assert "held_out" not in run.results["validation"] and "calibration" in run.results
     # the head stage trained the head only: the body is the one the contrastive stage left
