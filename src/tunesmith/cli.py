@@ -27,6 +27,8 @@ def _summary(run) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith.evaluate.training_summary import training_lines
+
     res = run.results
     if res.get("task") == "sft":
         return _sft_summary(run)
@@ -55,9 +57,8 @@ def _summary(run) -> None:
         a = comp["accuracy"]
         typer.echo(f"vs best baseline ({comp['best_baseline']}): accuracy {a['difference']:+.4f} "
                    f"[{a['low']:+.4f}, {a['high']:+.4f}], p = {a['p_value']:.3f}: {a['verdict']}")
-    tr = res["training"]
-    typer.echo(f"trained {tr['global_step']} steps in {tr['train_seconds']:.0f} s "
-               f"({tr['train_samples_per_second']:.1f} samples/s)")
+    for line in training_lines(res["training"]):
+        typer.echo(line)
     typer.echo(f"run folder: {run.path}")
     typer.echo(f"report: {run.path / 'report.html'}")
 

@@ -33,5 +33,12 @@ def test_training_on_the_cached_bottom_matches_training_through_it(tiny_model, t
     weights = [load_file(r.path / "model" / "model.safetensors") for r in (plain, cached)]
     assert sorted(weights[1]) == sorted(weights[0])
     assert any(k.startswith("bert.encoder.layer.0.") for k in weights[1])
+    # A key bias adds q.b to every score of query q, which softmax ignores: its gradient is zero in exact
+    # arithmetic, so AdamW turns summation-order noise (which differs between the two paths and between CPUs)
+    # into rate-sized steps. Those weights are left undetermined by the mathematics and are not compared.
+    # (the frozen layer 0's key bias never moves, so it is compared like the rest)
+    undetermined = ["bert.encoder.layer.1.attention.self.key.bias"]
+    assert set(undetermined) <= set(weights[0])
     for name, value in weights[0].items():
-        assert weights[1][name].allclose(value, rtol=1e-5, atol=1e-6), name
+        if name not in undetermined:
+            assert weights[1][name].allclose(value, rtol=1e-5, atol=1e-6), name

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from tunesmith.evaluate.training_summary import training_lines
 from tunesmith.io import atomic_write_text
 
 
@@ -74,7 +75,7 @@ Fine-tuned by [tunesmith](https://pypi.org/project/tunesmith/) from `{cfg['model
 {cal_text}
 
 ## Training
-{res['training']['global_step']} optimizer steps, {res['training']['epochs_completed']} epochs, {size_line},
+{'; '.join(training_lines(res['training']))}; {res['training']['epochs_completed']} epochs, {size_line},
 learning rate {cfg['train']['learning_rate']}, seed {cfg['train']['seed']}.
 {res.get('overfitting', {}).get('summary', '')}
 

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from tunesmith.evaluate.training_summary import training_lines
 from tunesmith.io import atomic_write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -170,7 +171,8 @@ def write_report(run_dir: str | Path) -> Path:
     training = ["<h2>Training</h2>",
                 html_table(["optimizer steps", "epochs", "best step", "stopped early", "train seconds", "samples/s"],
                        [[tr["global_step"], f"{tr['epochs_completed']}/{tr['epochs_planned']}", tr["best_step"],
-                         tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]])]
+                         tr["stopped_early"], tr["train_seconds"], tr["train_samples_per_second"]]]),
+                *(f"<p>{html.escape(line)}</p>" for line in training_lines(tr))]
     if results["task"].startswith("tabular"):
         from tunesmith.evaluate.tabular_report import tabular_sections
 

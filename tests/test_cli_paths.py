@@ -1,0 +1,133 @@
+"""Every path through the real `tunesmith` executable ends in its summary, exit 0, no traceback, and the
+figures it prints are the run's own (results.json): each training method, each task family, and the
+commands that train (train, tune, auto, federate)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_chats, make_rows, tiny_config
+from tests.image.test_image import face_folder, faces, image_config, tiny_cnn  # noqa: F401 (fixtures)
+
+EXE = Path(sys.executable).with_name("tunesmith")
+
+
+def tunesmith(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    env = {**os.environ, "COLUMNS": "200"}  # rich wraps the summary table at the terminal's width
+    proc = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def results(run_dir: Path) -> dict:
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def assert_classification_summary(out: str, res: dict, run_dir: Path) -> None:
+    """The test table's fine-tuned row shows the run's accuracy; folder and report are named."""
+    row = next(l for l in out.splitlines() if f"fine-tuned ({res['method']})" in l)
+    assert f"{res['test']['accuracy']:.4f}" in row
+    assert f"run folder: {run_dir}" in out and f"report: {run_dir / 'report.html'}" in out
+
+
+def write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# (train overrides, what the training lines must say): rows are 24 per class, so auto picks contrastive
+TEXT_PATHS = {
+    "full": ({"method": "full"}, ["trained {global_step} steps in", "samples/s)"]),
+    "lora": ({"method": "lora", "learning_rate": 1e-2}, ["trained {global_step} steps in", "samples/s)"]),
+    "linear-probe": ({"method": "linear-probe", "learning_rate": 1e-2}, ["trained {global_step} steps in"]),
+    "contrastive-refit": ({"method": "contrastive", "learning_rate": None},
+                          ["contrastive stage: {warmup_steps} steps in", "no main stage: the contrastive stage "
+                           "finished the model (its head was refitted on the training and validation rows"]),
+    "contrastive-no-refit": ({"method": "contrastive", "learning_rate": None, "contrastive": {"refit_head": False}},
+                             ["contrastive stage: {warmup_steps} steps in", "trained {global_step} steps in"]),
+    "auto": ({"method": "auto", "learning_rate": None},
+             ["method auto chose contrastive (median 24 training rows per class)",
+              "contrastive stage: {warmup_steps} steps in"]),
+}
+
+
+@pytest.mark.parametrize("path", list(TEXT_PATHS))
+def test_train_summary_renders_every_text_method(path, tiny_model, tmp_path):
+    overrides, expected = TEXT_PATHS[path]
+    make_rows(60, seed=1).to_csv(tmp_path / "rows.csv", index=False)
+    cfg = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", epochs=2)
+    cfg["train"].update(overrides)
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if v is not None}
+    cfg["eval"] = {"bootstrap_resamples": 200}
+    proc = tunesmith("train", str(write(tmp_path / "c.yaml", cfg)), cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "run"
+    res = results(run_dir)
+    assert_classification_summary(proc.stdout, res, run_dir)
+    tr = res["training"]
+    fields = {"global_step": tr["global_step"], "warmup_steps": tr.get("warmup", {}).get("global_step")}
+    for line in expected:
+        assert line.format(**fields) in proc.stdout, proc.stdout
+    if path != "contrastive-refit" and path != "auto":
+        assert tr["global_step"] > 0  # a main stage ran and its steps are the ones printed
+
+
+def test_image_sft_and_tabular_train_summaries(tmp_path, face_folder, tiny_cnn, tiny_lm):  # noqa: F811
+    from tests.sft.test_sft import sft_config, write_jsonl
+    from tests.tabular.tables import config as table_config, make_table
+
+    img = image_config(face_folder, tiny_cnn, tmp_path / "runs", train={"epochs": 1})
+    img["run_name"] = "image"
+    proc = tunesmith("train", str(write(tmp_path / "image.yaml", img)), cwd=tmp_path)
+    res = results(tmp_path / "runs" / "image")
+    assert_classification_summary(proc.stdout, res, tmp_path / "runs" / "image")
+    assert f"{res['training']['warmup']['phase']} stage: {res['training']['warmup']['global_step']} steps" \
+        in proc.stdout and f"trained {res['training']['global_step']} steps" in proc.stdout
+
+    sft = sft_config(tiny_lm, write_jsonl(tmp_path / "chats.jsonl", make_chats(60)), tmp_path / "runs", epochs=1)
+    sft["run_name"] = "sft"
+    proc = tunesmith("train", str(write(tmp_path / "sft.yaml", sft)), cwd=tmp_path)
+    res = results(tmp_path / "runs" / "sft")
+    assert f"tuned {res['test']['loss']:.4f}" in proc.stdout and "chat: tunesmith chat" in proc.stdout
+
+    make_table(400).to_csv(tmp_path / "t.csv", index=False)
+    tab = table_config(tmp_path / "t.csv", tmp_path / "runs")
+    tab["run_name"] = "table"
+    proc = tunesmith("train", str(write(tmp_path / "t.yaml", tab)), cwd=tmp_path)
+    results(tmp_path / "runs" / "table")
+    assert f"run folder: {tmp_path / 'runs' / 'table'}" in proc.stdout
+
+
+def test_tune_auto_and_federate_summaries(tiny_model, tmp_path):
+    make_rows(120, seed=2).to_csv(tmp_path / "rows.csv", index=False)
+    cfg = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", epochs=1)
+    cfg["eval"] = {"bootstrap_resamples": 200}
+    study = {**cfg, "tune": {"n_trials": 2, "sampler": "random", "pruner": "none", "study_name": "s",
+                             "space": {"train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}}}
+    proc = tunesmith("tune", str(write(tmp_path / "tune.yaml", study)), cwd=tmp_path)
+    summary = json.loads((tmp_path / "runs" / "s" / "study.json").read_text())
+    assert f"best trial {summary['best']['number']}: validation" in proc.stdout
+    assert f"final run (scored on test): {tmp_path / 'runs' / 's' / 'final'}" in proc.stdout
+
+    proc = tunesmith("auto", str(tmp_path / "rows.csv"), "--label-column", "label", "--model", str(tiny_model),
+                     "--time-budget", "10m", "--max-trials", "2", "--output-dir", str(tmp_path / "auto"),
+                     cwd=tmp_path)
+    assert "methods searched:" in proc.stdout and "final run (scored on test):" in proc.stdout
+
+    fed = {**cfg, "run_name": "fed", "audit": {"enabled": False}, "eval": {"baselines": ["majority_class"],
+                                                                           "bootstrap_resamples": 100},
+           "federated": {"clients": 2, "rounds": 1, "transfer": "head", "compare": False}}
+    fed["train"] = {**cfg["train"], "method": "auto", "learning_rate": 2e-2}
+    fed["train"].pop("epochs")
+    proc = tunesmith("federate", str(write(tmp_path / "fed.yaml", fed)), "--deployment", "local", cwd=tmp_path)
+    res = results(tmp_path / "runs" / "fed")
+    assert_classification_summary(proc.stdout, res, tmp_path / "runs" / "fed")
+    assert f"trained {res['training']['global_step']} steps" in proc.stdout and "traffic:" in proc.stdout
