@@ -251,3 +251,71 @@ def test_storage_credentials_never_reach_disk_or_the_terminal(tiny_model, tmp_pa
     assert not leaks and "s3cr3t" not in out.out + out.err
     assert json.loads((study_dir / "study.json").read_text())["storage"].endswith("password=***&uri=true")
     assert "password=***" in (study_dir / "final" / "config.yaml").read_text()
+
+
+def tunesmith(*args: str) -> str:
+    """The installed `tunesmith` executable, as a user runs it; returns its output, failing on a non-zero exit."""
+    exe = os.path.join(os.path.dirname(sys.executable), "tunesmith")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}{key}.").items()} if node else \
+        {prefix: node}
+
+
+def assert_same_config_apart_from(run_dir, train_dir, allowed: dict) -> None:
+    """RUN_DIR's config.yaml is TRAIN_DIR's byte for byte, apart from `allowed` (dotted key: (run's value,
+    train's value)), which must differ exactly so."""
+    text = (train_dir / "config.yaml").read_text()
+    ours, theirs = yaml.safe_load((run_dir / "config.yaml").read_text()), yaml.safe_load(text)
+    flat_ours, flat_theirs = _flat(ours), _flat(theirs)
+    assert {k.rstrip("."): (v, flat_theirs.get(k)) for k, v in flat_ours.items() if v != flat_theirs.get(k)} == allowed
+    for key in allowed:  # with those put back, the file is train's, byte for byte (key order included)
+        *parents, leaf = key.split(".")
+        node = ours
+        for part in parents:
+            node = node[part]
+        node[leaf] = allowed[key][1]
+    assert yaml.safe_dump(ours, sort_keys=False) == text
+
+
+def test_trial_0_and_the_final_run_are_what_train_runs(tiny_model, tmp_path):
+    """Issue 24 point 5: `tune` searched configurations that `train` never runs (a full dump made every field
+    look set, so full fine-tuning's batch, rate and layer decay defaults were skipped)."""
+    train = tmp_path / "train.csv"
+    make_rows(160, seed=1).to_csv(train, index=False)
+    runs = tmp_path / "runs"
+    cfg = {"task": "text-classification", "model": {"name": str(tiny_model), "max_length": 32},
+           "data": {"train": str(train), "text_column": "text", "label_column": "label"},
+           # batch size, learning rate, layer decay and epochs left unset: full fine-tuning's defaults fill them
+           "train": {"method": "full", "seed": 7, "freeze_embeddings": False, "freeze_layers": 0},
+           "audit": {"label_errors": False}, "eval": {"baselines": ["majority_class"], "bootstrap_resamples": 200},
+           "tune": {"space": {"train.learning_rate": LR, "train.batch_size": {"type": "categorical",
+                                                                             "choices": [8, 16, 32]}},
+                    "sampler": "random", "pruner": "none"},
+           "output_dir": str(runs), "run_name": "plain"}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    tunesmith("train", str(path))
+    out = tunesmith("tune", str(path), "--trials", "2")
+    study_dir = runs / "plain-study"
+    plain = yaml.safe_load((runs / "plain" / "config.yaml").read_text())["train"]
+    assert (plain["batch_size"], plain["learning_rate"], plain["layer_decay"]) == (32, 4e-4, 0.8)  # the defaults
+    paths = {"output_dir": (str(study_dir), str(runs))}
+    # trials score validation only: tune sets eval.test=false (and train.metric_for_best=tune.metric, macro_f1
+    # here as in train), so that is the one difference besides the run's name and folder
+    assert_same_config_apart_from(study_dir / "trial-0000", runs / "plain", {
+        "run_name": ("trial-0000", "plain"), **paths, "eval.test": (False, True)})
+    best = json.loads((study_dir / "study.json").read_text())["best"]
+    assert best["params"].keys() == {"train.learning_rate", "train.batch_size"}
+    assert f"with {best['params']}" in out
+    searched = {k: (v, plain[k.split(".")[1]]) for k, v in best["params"].items() if v != plain[k.split(".")[1]]}
+    # the final run is the best trial's searched values on top of what train resolves
+    assert_same_config_apart_from(study_dir / "final", runs / "plain", {
+        "run_name": ("final", "plain"), **paths, **searched})

@@ -111,6 +111,11 @@ def _auto_section(summary: dict, gain: dict | None) -> list[str]:
     return ["<h2>AutoML: what was chosen and why</h2>", f"<ul>{items}</ul>", f"<p><b>{outcome}</b></p>"]
 
 
+def _settings(trial) -> dict:
+    """A trial's searched values; trial 0 with what its run resolved for the keys the user left unset."""
+    return {**trial.user_attrs.get("resolved", {}), **trial.params}
+
+
 def write_study_report(study, study_dir: Path, summary: dict) -> Path:
     import optuna
     from optuna.visualization import matplotlib as ov
@@ -119,7 +124,7 @@ def write_study_report(study, study_dir: Path, summary: dict) -> Path:
     summary["gain_over_defaults"] = gain
     rows = [[tr.number, tr.state.name.lower(), "" if tr.value is None else round(tr.value, 4),
              len(tr.intermediate_values), ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                  for k, v in tr.params.items()),
+                                                  for k, v in _settings(tr).items()),
              "defaults" if tr.user_attrs.get("defaults") else ""] for tr in study.trials]
     if gain and gain.get("available") and "low" in gain:
         gain_text = (f"Best trial {gain['best_trial']} vs the configuration as written "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tunesmith.config import RunConfig, build_config, load_config, plain_name
+from tunesmith.config import RunConfig, TuneConfig, build_config, load_config, plain_name
 from tunesmith.errors import UserError
 from tunesmith.io import atomic_write_json
 from tunesmith.memo import Memo
@@ -141,8 +141,11 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
         base = build_config(config.model_dump(mode="json", exclude_unset=True), list(overrides))
     from tunesmith.tasks import configure
 
-    base = configure(base)  # the task's defaults (e.g. sft: tune.metric loss) before the study opens
-    t = base.tune
+    # The study's own settings take the task's defaults (e.g. sft: tune.metric loss); trials and the final run
+    # start from the fields the user set, so fine_tune resolves each of them exactly as train would.
+    settings = configure(base.model_copy(deep=True))
+    written = base.model_dump(mode="json", exclude_unset=True)
+    t = settings.tune
     if not t.space:
         raise UserError("tune.space is empty: list the config keys to search, e.g. train.learning_rate: "
                         "{type: float, low: 1e-5, high: 1e-3, log: true}")
@@ -161,8 +164,8 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     max_evals = base.train.epochs or 5
     # ERROR: Optuna would log each failed trial with its traceback; the failures are reported below, one line each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = _open_study(name, url, direction, _sampler(base), _pruner(base, max_evals))
-    defaults = _defaults(base)
+    study = _open_study(name, url, direction, _sampler(settings), _pruner(settings, max_evals))
+    defaults = _defaults(written, t)
     memo = Memo()  # data, audit, tokens and frozen features, shared by this worker's trials
     if not study.trials and defaults is not None and t.sampler != "grid":
         # trial 0 is the configuration the user wrote: the search must say what it bought over it
@@ -171,10 +174,13 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     failures: dict[str, Any] = {"in_a_row": 0, "last": None}  # this worker's trials
 
     def objective(trial) -> float:
-        values = suggest(trial, t.space)
+        as_written = bool(trial.user_attrs.get("defaults"))
+        # trial 0 fixes only the searched keys the user wrote: the others stay unset, for fine_tune to fill as
+        # train does (e.g. full fine-tuning's batch and rate), and are recorded once it has resolved them
+        values = suggest(trial, {k: s for k, s in t.space.items() if k in defaults} if as_written else t.space)
         if defaults is not None and t.sampler == "grid" and _same(values, defaults):
             trial.set_user_attr("defaults", True)  # the grid runs the written config as one of its points
-        trial_cfg = build_config(base.model_dump(mode="json"), [
+        trial_cfg = build_config(written, [
             *to_overrides(values), f"output_dir={study_dir}", f"run_name=trial-{trial.number:04d}",
             f"train.metric_for_best={t.metric}", "eval.test=false"])
 
@@ -195,6 +201,8 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
             value = run.results["training"][f"best_validation_{t.metric}"]
             if value is None or value != value:  # None or NaN: Optuna would fail the trial without a reason
                 raise RuntimeError(f"the trial ended without a validation {t.metric} (got {value})")
+            if as_written:
+                trial.set_user_attr("resolved", _resolved(run.config, t, values))
         except optuna.TrialPruned:
             atomic_write_json(run_dir / "status.json", {"status": "pruned"})
             raise
@@ -221,7 +229,7 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
     if failures["in_a_row"] >= t.max_consecutive_failures:
         raise UserError(f"study {name}: {failures['in_a_row']} trials in a row failed "
                         f"(tune.max_consecutive_failures = {t.max_consecutive_failures}); the last, {failures['last']}")
-    return _finish(study, base, study_dir, url, final_run, memo, failures["last"])
+    return _finish(study, written, t, study_dir, url, final_run, memo, failures["last"])
 
 
 class _TrialFailed(Exception):
@@ -238,32 +246,52 @@ def _same(a: dict, b: dict) -> bool:
                                         for k, v in a.items())
 
 
-def _defaults(cfg: RunConfig) -> dict[str, Any] | None:
-    """The values the written config has for each searched key (where they lie in the space).
-    None when the grid sampler cannot take them: it needs every parameter, on the grid."""
+def _value(data: dict, key: str) -> Any:
+    """The value at a dotted key of a config mapping; None where the mapping lacks it."""
+    node: Any = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _applies(spec, values: dict) -> bool:
+    """Whether a parameter's `when` conditions hold for the values known so far."""
+    return not spec.when or all(values.get(k) == v for k, v in spec.when.items())
+
+
+def _defaults(written: dict, t: TuneConfig) -> dict[str, Any] | None:
+    """The values the user wrote for the searched keys (where they lie in the space); a key left unset is
+    absent, for fine_tune to fill as train would. None when the grid sampler cannot take them: it needs every
+    parameter, on the grid."""
     from tunesmith.tune.space import grid
 
-    data = cfg.model_dump(mode="json")
     out = {}
-    for key, spec in cfg.tune.space.items():
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is None or (spec.when and any(out.get(k) != v for k, v in spec.when.items())):
+    for key, spec in t.space.items():
+        node = _value(written, key)
+        if node is None or not _applies(spec, out):
             continue
         if spec.type == "categorical" and node in spec.choices:
             out[key] = node
         elif spec.type != "categorical" and spec.low <= node <= spec.high:
             out[key] = node
-    if cfg.tune.sampler == "grid":
-        points = grid(cfg.tune.space)
+    if t.sampler == "grid":
+        points = grid(t.space)
         if set(out) != set(points) or not any(_same(out, dict(zip(points, combo)))
                                               for combo in itertools.product(*points.values())):
             return None
     return out
 
 
-def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, memo: Memo,
+def _resolved(cfg: RunConfig, t: TuneConfig, values: dict) -> dict[str, Any]:
+    """What the trial's run resolved for the searched keys that trial 0 left to it (for the report)."""
+    data, out = cfg.model_dump(mode="json"), dict(values)
+    for key, spec in t.space.items():
+        if key not in values and _applies(spec, out):
+            out[key] = _value(data, key)
+    return {k: v for k, v in out.items() if k not in values}
+
+
+def _finish(study, written: dict, t: TuneConfig, study_dir: Path, url: str, final_run: bool, memo: Memo,
             last_error: str | None = None) -> Study:
     import optuna
 
@@ -278,19 +306,20 @@ def _finish(study, base: RunConfig, study_dir: Path, url: str, final_run: bool, 
     best = study.best_trial
     final = None
     if final_run:
-        final_cfg = build_config(base.model_dump(mode="json"), [
+        # the best trial's searched values on top of what the user wrote: fine_tune fills the rest as train does
+        final_cfg = build_config(written, [
             *to_overrides(best.params), f"output_dir={study_dir}", "run_name=final",
-            f"train.metric_for_best={base.tune.metric}"])
+            f"train.metric_for_best={t.metric}"])
         if (study_dir / "final" / "status.json").is_file():
             final = study_dir / "final"
         else:
             final = fine_tune(final_cfg, memo=memo).path
     summary = {
         "study": study.study_name, "storage": mask_url(url),  # credentials never reach study.json
-        "metric": base.tune.metric, "direction": study.direction.name,
-        "sampler": base.tune.sampler, "pruner": base.tune.pruner,
+        "metric": t.metric, "direction": study.direction.name, "sampler": t.sampler, "pruner": t.pruner,
         "trials": {s.name.lower(): sum(1 for tr in study.trials if tr.state == s) for s in optuna.trial.TrialState},
-        "best": {"number": best.number, "value": best.value, "params": best.params,
+        "best": {"number": best.number, "value": best.value,
+                 "params": {**best.user_attrs.get("resolved", {}), **best.params},
                  "run_dir": best.user_attrs.get("run_dir")},
         "trial_evaluations": sum(len(tr.intermediate_values) for tr in study.trials),
         "final_run": str(final) if final else None,
