@@ -56,7 +56,8 @@ TEXT_PATHS = {
                              ["contrastive stage: {warmup_steps} steps in", "trained {global_step} steps in"]),
     "auto": ({"method": "auto", "learning_rate": None},
              ["method auto chose contrastive (median 24 training rows per class)",
-              "contrastive stage: {warmup_steps} steps in"]),
+              "no contrastive stage: a head fitted on the pre-trained encoder in", "no main stage: the contrastive "
+              "stage finished the model"]),
 }
 
 
@@ -78,6 +79,8 @@ def test_train_summary_renders_every_text_method(path, tiny_model, tmp_path):
         assert line.format(**fields) in proc.stdout, proc.stdout
     if path != "contrastive-refit" and path != "auto":
         assert tr["global_step"] > 0  # a main stage ran and its steps are the ones printed
+    if path == "auto":  # small data: the head alone, no contrastive steps
+        assert tr["warmup"]["global_step"] == 0 and tr["warmup"]["outcome"]["kept"] == "linear-probe"
 
 
 def test_image_sft_and_tabular_train_summaries(tmp_path, face_folder, tiny_cnn, tiny_lm):  # noqa: F811

@@ -97,7 +97,9 @@ Method = Literal["auto", "full", "lora", "linear-probe", "contrastive"]
 
 
 class ContrastiveSettings(_Strict):
-    epochs: int = Field(1, ge=0, description="Passes over the label-built pairs in the contrastive stage.")
+    epochs: int = Field(1, ge=0, description="Passes over the label-built pairs in the contrastive stage. 0: no "
+                        "stage, only the logistic-regression head on the pre-trained encoder (what "
+                        "train.method auto runs on small data).")
     pairs_per_example: int | None = Field(None, gt=0, description="Positive pairs drawn for each training "
                                           "example (a partner of the same class, seeded); each anchor is also "
                                           "scored against another row's partner (a negative unless same class). "
@@ -122,7 +124,8 @@ class ContrastiveSettings(_Strict):
 
 class TrainConfig(_Strict):
     method: Method = Field("auto", description="auto: pick one of the methods below from the data size "
-                           "(per class) and say why in results.json; full: update every weight; lora: "
+                           "(per class) and say why in results.json (up to 50 per class: contrastive with "
+                           "train.contrastive.epochs 0, the head alone; above: full); full: update every weight; lora: "
                            "low-rank adapters through PEFT; linear-probe: frozen encoder, train the head "
                            "only; contrastive (text classification): first tune the encoder on pairs built "
                            "from the labels (SetFit-style), then train the head on the tuned, frozen encoder.")

@@ -272,8 +272,18 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     from tunesmith.train.loop import train_loop
 
     phase = prepared.warmup
-    if phase is None or phase.epochs == 0:
+    if phase is None or (phase.epochs == 0 and phase.leave is None):
         return None
+    if phase.epochs == 0:  # nothing to train, but the stage's leave still decides (e.g. a head fitted in closed form)
+        import time
+
+        tic = time.perf_counter()
+        phase.enter(prepared.model)
+        final = bool(phase.leave(prepared.model))
+        return {"phase": phase.name, "final": final, "epochs": 0, "learning_rate": phase.learning_rate,
+                "global_step": 0, "best_validation_" + cfg.train.metric_for_best: None,
+                "train_seconds": round(time.perf_counter() - tic, 2),
+                **({"outcome": phase.outcome} if phase.outcome else {})}
     folder = run_dir / phase.name
     folder.mkdir(exist_ok=True)
     phase.enter(prepared.model)
@@ -309,6 +319,9 @@ def _choose_method(cfg, task, data, run_dir: Path, resuming: bool) -> tuple[RunC
                                                                             "text classification only)"}
     cfg = cfg.model_copy(deep=True)
     cfg.train.method = choice["method"]
+    for name, value in choice.get("contrastive", {}).items():  # the choice's stage settings, unless the config set them
+        if name not in cfg.train.contrastive.model_fields_set:
+            setattr(cfg.train.contrastive, name, value)
     return cfg, choice
 
 

@@ -102,8 +102,9 @@ def _encoded(folder, rows):
     return examples, DataCollatorWithPadding(tok, return_tensors="pt")
 
 
-@pytest.mark.parametrize("probe_score, tuned_score, kept", [(0.8, 0.6, "linear-probe"), (0.6, 0.6, "contrastive")])
-def test_the_tuned_body_is_kept_only_when_its_head_validates_at_least_as_well_as_the_probe(
+@pytest.mark.parametrize("probe_score, tuned_score, kept", [(0.8, 0.6, "linear-probe"), (0.6, 0.6, "linear-probe"),
+                                                           (0.6, 0.8, "contrastive")])
+def test_the_tuned_body_is_kept_only_when_its_head_validates_better_than_the_probe(
         tiny_model, monkeypatch, probe_score, tuned_score, kept):
     from transformers import AutoModelForSequenceClassification
 
@@ -158,10 +159,12 @@ def test_the_final_head_is_refitted_on_training_validation_and_label_rows_and_en
 
 
 @pytest.mark.parametrize("counts, method", [([10] * 77, "contrastive"), ([30] * 77, "contrastive"),
-                                            ([400] * 5, "full"), ([1] * 20 + [2], "linear-probe")])
+                                            ([400] * 5, "full"), ([1] * 20 + [2], "contrastive")])
 def test_auto_chooses_by_examples_per_class(counts, method):
     choice = choose_method(counts)
     assert choice["method"] == method and f"{sum(counts)} training rows" in choice["reason"]
+    # small data: the head alone, without the contrastive stage
+    assert choice.get("contrastive") == ({"epochs": 0} if method == "contrastive" else None)
 
 
 def _small_config(tmp_path, **train):
@@ -187,24 +190,26 @@ def _baseline_rows(monkeypatch) -> list[int]:
     return seen
 
 
-def test_auto_on_small_data_runs_contrastive_and_predict_loads_the_saved_model(tmp_path, monkeypatch):
+def test_auto_on_small_data_ships_the_head_alone_and_predict_loads_the_saved_model(tmp_path, monkeypatch):
     from tunesmith.predict import predict
 
     cfg = _small_config(tmp_path, method="auto")
     del cfg["train"]["learning_rate"]  # the head stage's default
+    del cfg["train"]["contrastive"]["epochs"]  # left to auto: no stage
     baseline_rows = _baseline_rows(monkeypatch)
     run = fine_tune(build_config(cfg))
     assert run.results["method"] == "contrastive" and run.results["method_choice"]["method"] == "contrastive"
     assert "per class" in run.results["method_choice"]["reason"]
     outcome = run.results["training"]["warmup"]["outcome"]
-    assert outcome["pooling"] == "mean" and outcome["kept"] in ("contrastive", "linear-probe")
+    assert outcome["pooling"] == "mean" and outcome["kept"] == "linear-probe"
+    assert "no contrastive stage" in outcome["reason"] and "validation_contrastive" not in outcome
     assert outcome["reason"] in run.results["method_choice"]["reason"]  # the report says which body was kept
     assert json.loads((run.path / "model" / "config.json").read_text())["sentence_pooling"] == "mean"
     assert "method chosen automatically" in (run.path / "report.html").read_text()
     assert run.config.train.method == "contrastive" and run.config.train.learning_rate == 1e-4
+    assert run.config.train.contrastive.epochs == 0  # the resolved config records the choice
     assert run.results["training"]["warmup"]["phase"] == "contrastive"
-    stage = [json.loads(l) for l in (run.path / "contrastive" / "metrics.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in stage} == {"train", "eval"}
+    assert run.results["training"]["warmup"]["global_step"] == 0 and not (run.path / "contrastive").exists()
     saved = pd.read_csv(run.path / "test_predictions.csv")
     out = predict(run.path, saved["text"].tolist())
     assert out["label"].tolist() == saved["predicted"].tolist()
@@ -273,3 +278,16 @@ def test_resume_of_a_contrastive_run_killed_in_its_contrastive_stage_is_exact(tm
         logs = [[json.loads(l) for l in (r.path / stage).read_text().splitlines()] for r in (resumed, straight)]
         assert [x["step"] for x in logs[0]] == [x["step"] for x in logs[1]]
         assert [x["loss"] for x in logs[0]] == pytest.approx([x["loss"] for x in logs[1]], rel=1e-5)
+
+
+def test_the_head_alone_without_label_rows_is_the_linear_probe_baseline(tmp_path):
+    """The default small-data model is the probe baseline made shippable: with the same rows (training +
+    validation) and no label rows, its test predictions are the baseline's."""
+    cfg = _small_config(tmp_path, method="contrastive")
+    cfg["train"]["contrastive"] = {"epochs": 0, "label_rows": False}
+    cfg["eval"] = {"baselines": ["majority_class", "linear_probe"]}
+    run = fine_tune(build_config(cfg))
+    tuned, probe = run.results["test"], run.results["baselines"]["linear_probe"]["test"]
+    assert tuned["accuracy"] == pytest.approx(probe["accuracy"], abs=1e-12)
+    assert tuned["macro_f1"] == pytest.approx(probe["macro_f1"], abs=1e-12)
+    assert run.results["comparison"]["accuracy"]["difference"] == pytest.approx(0.0, abs=1e-12)

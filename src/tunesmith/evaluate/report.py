@@ -163,8 +163,10 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     tr = results["training"]
-    # a run whose warm-up stage finished the model has no main stage: its curves are the stage's
-    log = run_dir / tr["warmup"]["phase"] / "metrics.jsonl" if tr.get("warmup", {}).get("final") else \
+    # a run whose warm-up stage finished the model has no main stage: its curves are the stage's (none when
+    # the stage trained no steps, e.g. a head fitted in closed form)
+    warmup = tr.get("warmup", {})
+    log = run_dir / warmup["phase"] / "metrics.jsonl" if warmup.get("final") and warmup.get("global_step") else \
         run_dir / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     config = (run_dir / "config.yaml").read_text()

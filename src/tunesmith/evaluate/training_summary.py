@@ -3,7 +3,8 @@
 `results.json`'s `training` record differs by method: a full or LoRA run has a main stage with steps and
 a throughput; a warm-up stage (an image head on a frozen backbone, the contrastive body stage) adds its own
 steps; a stage that finished the model (the contrastive head refit) leaves no main stage at all, so the main
-stage's step count is 0 and it has no throughput. Each line says which of these happened, and never formats a
+stage's step count is 0 and it has no throughput; a stage with no epochs (train.contrastive.epochs 0) only fits
+its head. Each line says which of these happened, and never formats a
 number that the method does not produce.
 """
 from __future__ import annotations
@@ -22,7 +23,12 @@ def training_lines(training: dict) -> list[str]:
         lines.append(f"method auto chose {choice['method']}" + (
             f" (median {per_class:g} training rows per class)" if isinstance(per_class, (int, float)) else ""))
     warmup = training.get("warmup")
-    if warmup:
+    if warmup and warmup.get("epochs") == 0:  # a stage that trains nothing (e.g. train.contrastive.epochs 0)
+        probe = (warmup.get("outcome") or {}).get("validation_probe")
+        lines.append(f"no {warmup['phase']} stage: a head fitted on the pre-trained encoder in "
+                     f"{_seconds(warmup['train_seconds'])}"
+                     + (f" (validation {probe:.3f})" if isinstance(probe, float) else ""))
+    elif warmup:
         lines.append(f"{warmup['phase']} stage: {warmup['global_step']} steps in {_seconds(warmup['train_seconds'])}")
         outcome = warmup.get("outcome") or {}
         if outcome.get("kept"):

@@ -21,8 +21,10 @@ validation nearest-centroid accuracy 0.67, below the pre-trained encoder's).
 
 The head, as SetFit's default: logistic regression on the normalised embeddings, copied into the
 model's linear classifier. Before the stage the same head is fitted on the pre-trained encoder (a
-linear probe); after it, the tuned encoder is kept only if its head scores at least as well on the
-validation split — otherwise the pre-trained body comes back (`ProbeOrTuned`). Each head also learns
+linear probe); after it, the tuned encoder is kept only if its head scores better on the validation split — otherwise
+(ties included) the pre-trained body comes back (`ProbeOrTuned`). With train.contrastive.epochs 0 there is
+no stage: the head alone on the pre-trained encoder, which is what `train.method: auto` ships on small data
+(tasks/method_choice.py says why). Each head also learns
 from one row per class, its label phrase (SetFit's templated data does the same). Once the body is
 chosen, the final head is refitted on the training and validation rows together (train.contrastive.
 refit_head): at 10 examples per class the validation split holds a ninth of the labelled rows, and on
@@ -219,18 +221,20 @@ def set_head(model: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor) -
 class ProbeOrTuned:
     """The stage's enter and leave: remember the pre-trained body and its probe's validation score; after
     the stage keep whichever body (tuned or pre-trained) gives the better logistic-regression head on
-    the validation split (ties go to the tuned one). Each head is fitted on the training rows plus
+    the validation split (ties, and a split too small to score, go to the pre-trained one: it is the
+    cheaper model and the one the linear-probe baseline measures). Without a stage (`stage=False`) the
+    pre-trained body is the only candidate and no second head is fitted. Each head is fitted on the training rows plus
     `extra` (e.g. one label-phrase row per class). With `refit`, the final head is then fitted on the
     training and validation rows together and the model is final (leave returns True: no head stage);
     otherwise the head stage starts from the compared head. `outcome` says what was chosen and why."""
 
     def __init__(self, train: Sequence[dict], validation: Sequence[dict], collate: Callable, batch_size: int,
-                 n_classes: int, extra: Sequence[dict] = (), refit: bool = False) -> None:
+                 n_classes: int, extra: Sequence[dict] = (), refit: bool = False, stage: bool = True) -> None:
         self.train, self.validation, self.collate, self.batch_size = list(train) + list(extra), validation, \
             collate, batch_size
         self.train_y = np.array([ex["labels"] for ex in self.train])
         self.val_y = np.array([ex["labels"] for ex in validation])
-        self.n_classes, self.n_extra, self.refit = n_classes, len(extra), refit
+        self.n_classes, self.n_extra, self.refit, self.stage = n_classes, len(extra), refit, stage
         self.outcome: dict = {}
         self._pretrained: dict[str, torch.Tensor] = {}
         self._probe: tuple | None = None
@@ -250,14 +254,15 @@ class ProbeOrTuned:
         self.outcome["pooling"] = "mean" if use_mean_pooling(model) else "head input"
         freeze_head(model)
         self._probe = self._head(model)
-        self._pretrained = {k: v.detach().clone() for k, v in model.base_model.state_dict().items()}
+        if self.stage:
+            self._pretrained = {k: v.detach().clone() for k, v in model.base_model.state_dict().items()}
 
     def leave(self, model: torch.nn.Module) -> bool:
         freeze_body_only_head(model)
-        tuned = self._head(model)
         probe = self._probe
-        keep_tuned = not probe[2] > tuned[2]  # a NaN score (no validation rows) keeps the tuned body
-        if not keep_tuned:
+        tuned = self._head(model) if self.stage else probe
+        keep_tuned = self.stage and tuned[2] > probe[2]  # NaN (no validation rows) compares False: pre-trained
+        if self.stage and not keep_tuned:
             model.base_model.load_state_dict(self._pretrained)
         weight, bias, _ = tuned if keep_tuned else probe
         rows = f"{len(self.train) - self.n_extra} training rows" + (
@@ -271,15 +276,22 @@ class ProbeOrTuned:
         if final:
             rows += f", then refitted on them with the {len(self.val_y)} validation rows"
         self._pretrained = {}
+        refit_words = "; the final head was fitted on the training and validation rows together (validation " \
+            "scores are not held out; test is)" if final else ""
+        if self.stage:
+            compared = {"validation_contrastive": round(tuned[2], 4),
+                        "reason": f"validation accuracy of a logistic-regression head: contrastive-tuned encoder "
+                                  f"{tuned[2]:.3f}, pre-trained encoder (linear probe) {probe[2]:.3f}; kept the "
+                                  f"{'contrastive-tuned' if keep_tuned else 'pre-trained'} encoder"
+                                  + ("" if keep_tuned or probe[2] > tuned[2] else " (a tie goes to the cheaper "
+                                     "model)") + refit_words}
+        else:
+            compared = {"reason": f"no contrastive stage (train.contrastive.epochs 0): a logistic-regression head on "
+                                  f"the pre-trained encoder, validation accuracy {probe[2]:.3f}" + refit_words}
         self.outcome.update({
-            "validation_probe": round(probe[2], 4), "validation_contrastive": round(tuned[2], 4),
+            "validation_probe": round(probe[2], 4), **compared,
             "kept": "contrastive" if keep_tuned else "linear-probe", "head": "logistic regression" if fitted
-            else "the model's own (not one linear layer)", "head_rows": rows, "validation_held_out": not final,
-            "reason": f"validation accuracy of a logistic-regression head: contrastive-tuned encoder {tuned[2]:.3f}, "
-                      f"pre-trained encoder (linear probe) {probe[2]:.3f}; kept the "
-                      f"{'contrastive-tuned' if keep_tuned else 'pre-trained'} encoder"
-                      + ("; the final head was fitted on the training and validation rows together (validation "
-                         "scores are not held out; test is)" if final else "")})
+            else "the model's own (not one linear layer)", "head_rows": rows, "validation_held_out": not final})
         return final
 
 
@@ -291,13 +303,15 @@ def contrastive_phase(settings, seed: int, eval_batch_size: int, encoded: dict, 
     `label_rows`: encoded label phrases, one per class, added to the head's rows (settings.label_rows)."""
     train, validation = encoded["train"], encoded["validation"]
     train_y = np.array([ex["labels"] for ex in train])
-    pairs = build_pairs(train_y, settings.pairs_per_example or default_pairs_per_example(len(train)), seed)
-    if not pairs:
+    stage = settings.epochs > 0
+    pairs = build_pairs(train_y, settings.pairs_per_example or default_pairs_per_example(len(train)), seed) \
+        if stage else []
+    if stage and not pairs:
         raise UserError("train.method = 'contrastive': no class has two training examples to pair; "
-                        "use linear-probe")
+                        "set train.contrastive.epochs=0 (the head alone) or use linear-probe")
     val_y = np.array([ex["labels"] for ex in validation])
     choice = ProbeOrTuned(train, validation, collate, eval_batch_size, len(labels),
-                          extra=label_rows if settings.label_rows else (), refit=settings.refit_head)
+                          extra=label_rows if settings.label_rows else (), refit=settings.refit_head, stage=stage)
 
     def evaluate(model: torch.nn.Module) -> dict:
         centroid = centroid_logits(embed(model, train, collate, eval_batch_size), train_y,
