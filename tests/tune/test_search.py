@@ -311,7 +311,8 @@ def test_trial_0_and_the_final_run_are_what_train_runs(tiny_model, tmp_path):
     # trials score validation only: tune sets eval.test=false (and train.metric_for_best=tune.metric, macro_f1
     # here as in train), so that is the one difference besides the run's name and folder
     assert_same_config_apart_from(study_dir / "trial-0000", runs / "plain", {
-        "run_name": ("trial-0000", "plain"), **paths, "eval.test": (False, True)})
+        "run_name": ("trial-0000", "plain"), **paths, "eval.test": (False, True),
+        "train.contrastive.refit_head": (False, True)})
     best = json.loads((study_dir / "study.json").read_text())["best"]
     assert best["params"].keys() == {"train.learning_rate", "train.batch_size"}
     assert f"with {best['params']}" in out

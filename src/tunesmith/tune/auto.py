@@ -2,18 +2,21 @@
 
 Looks at the data (rows, classes, text lengths) and the time budget, chooses the model, the methods
 worth trying (linear probe, LoRA, full fine-tuning) and a search space, runs a TPE + ASHA study
-within the budget and writes its reasons to auto.json and the study report. Trial 0 is the plain
-defaults, so the report compares the winner with them on validation (the split the search selected
-on: the comparison is optimistic, and the report says so).
+within the budget and writes its reasons to auto.json and the study report, and the config it searched
+from to auto.yaml. Trial 0 is the plain defaults (what `tunesmith train auto.yaml` runs), so the report
+compares the winner with them on validation (the split the search selected on: the comparison is
+optimistic, and the report says so).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import yaml
+
 from tunesmith.config import build_config
 from tunesmith.errors import UserError
-from tunesmith.io import atomic_write_json
+from tunesmith.io import atomic_write_json, atomic_write_text
 
 # Measured on a 2-core CPU with minilm-l6 (ASSETS.md and bench/RESULTS.md): one training step of
 # 16 x 128 tokens takes ~1.2 s, i.e. ~0.57 ms per token for full fine-tuning; LoRA saves the
@@ -70,13 +73,12 @@ def plan(prof: dict, budget_s: float) -> dict:
                    + (", LoRA rank 4..32 for LoRA trials" if "lora" in methods else "")
                    + "; ASHA prunes trials that fall behind after each epoch")
     return {"methods": methods, "max_length": max_len, "max_train_rows": sample, "space": space, "reasons": reasons,
-            "default_method": methods[-1], "default_epochs": default_epochs(sample or rows)}
+            "default_method": methods[-1]}
 
 
 def auto(data: str, label_column: str, text_column: str = "text", time_budget: str = "15m",
          model: str = "minilm-l6", output_dir: str = "runs", test: str | None = None, max_trials: int = 100):
     """Choose, search within the budget, train the winner, report; returns the Study."""
-    from tunesmith.run import DEFAULT_LR
     from tunesmith.tune.search import parse_duration, tune
 
     budget = parse_duration(time_budget)
@@ -88,11 +90,13 @@ def auto(data: str, label_column: str, text_column: str = "text", time_budget: s
     name = f"auto-{Path(data).stem}"
     cfg = build_config({
         "model": {"name": model, "max_length": p["max_length"]},
-        "data": {"train": data, "test": test, "text_column": text_column, "label_column": label_column,
-                 "drop_missing": True, "max_train_rows": p["max_train_rows"]},
-        # trial 0 runs these plain defaults, so the report can compare the winner with them
-        "train": {"method": p["default_method"], "learning_rate": DEFAULT_LR[p["default_method"]],
-                  "epochs": p["default_epochs"]},
+        # absolute paths: auto.yaml, in the study folder, must name the same files
+        "data": {"train": str(Path(data).resolve()), "test": str(Path(test).resolve()) if test else None,
+                 "text_column": text_column, "label_column": label_column, "drop_missing": True,
+                 "max_train_rows": p["max_train_rows"]},
+        # trial 0 runs the method's plain defaults, so the report can compare the winner with them: the rate,
+        # epochs and batch stay unset for the run to fill, exactly as `tunesmith train auto.yaml` would
+        "train": {"method": p["default_method"]},
         "audit": {"on_issue": "fix"},
         "tune": {"space": p["space"], "sampler": "tpe", "pruner": "asha", "metric": "macro_f1", "n_trials": max_trials,
                  "timeout": f"{int(budget * 0.75)}s", "study_name": name},
@@ -101,6 +105,9 @@ def auto(data: str, label_column: str, text_column: str = "text", time_budget: s
     study_dir = Path(output_dir) / name
     study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study_dir / "auto.json", {"profile": prof, **p})
+    # the config as set (unset fields stay unset): `tunesmith train auto.yaml` trains what trial 0 trains
+    atomic_write_text(study_dir / "auto.yaml", yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True),
+                                                              sort_keys=False))
     result = tune(cfg)
     import optuna
 

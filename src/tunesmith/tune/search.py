@@ -182,7 +182,8 @@ def tune(config: RunConfig | str | Path, overrides: Sequence[str] = (), n_trials
             trial.set_user_attr("defaults", True)  # the grid runs the written config as one of its points
         trial_cfg = build_config(written, [
             *to_overrides(values), f"output_dir={study_dir}", f"run_name=trial-{trial.number:04d}",
-            f"train.metric_for_best={t.metric}", "eval.test=false"])
+            # a trial's score must be held out: no test, and no head refitted on the validation rows it is scored on
+            f"train.metric_for_best={t.metric}", "eval.test=false", "train.contrastive.refit_head=false"])
 
         def report(state: dict) -> None:
             evals = state.get("evals", 0)
