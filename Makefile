@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tunesmith demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -223,6 +223,7 @@ def test_auto_on_small_data_ships_the_head_alone_and_predict_loads_the_saved_mod
     assert run.results["validation"]["held_out"] is False and "calibration" not in run.results
     assert NOT_HELD_OUT in run.results["overfitting"]["summary"]
     assert NOT_HELD_OUT in (run.path / "report.html").read_text()
+    assert "No learning curves: the run took no optimizer steps" in (run.path / "report.html").read_text()
     assert json.loads((run.path / "model" / "calibration.json").read_text())["temperature"] == 1.0
     split_rows = json.loads((run.path / "data_report.json").read_text())["split_rows"]
     assert baseline_rows == [split_rows["train"] + split_rows["validation"]]  # the same rows as the final head

@@ -29,6 +29,8 @@ def embed_png(fig) -> str:
 def _curves(records: list[dict]) -> str:
     import matplotlib.pyplot as plt
 
+    if not records:  # e.g. the few-shot head alone, fitted in closed form
+        return "<p>No learning curves: the run took no optimizer steps (its head was fitted in closed form).</p>"
     train = [r for r in records if r["type"] == "train"]
     evals = [r for r in records if r["type"] == "eval"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
