@@ -31,15 +31,15 @@ class TorchTextClassifier:
     input_name = "text"
 
     def __init__(self, run) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from tunesmith.models import quiet_hf
-        from tunesmith.models.pooling import restore_pooling
+        from tunesmith.models import pooling, quiet_hf
 
         quiet_hf()
+        pooling.register()  # before the tokenizer, which reads config.json's model_type too
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-        # the pooling a contrastive run trained (see models/pooling.py)
-        self.model = restore_pooling(AutoModelForSequenceClassification.from_pretrained(run.model_dir)).eval()
+        # with the pooling a contrastive run trained (see models/pooling.py)
+        self.model = pooling.load_classifier(run.model_dir).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.temperature = _temperature(run.model_dir)
         self.max_length = run.config.model.max_length

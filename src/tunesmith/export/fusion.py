@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tunesmith.models.mean_bert import MODEL_TYPE  # BERT with mean pooling
+
 # transformers model_type -> ORT optimizer model_type (the encoders whose graph ORT's "bert" fusions match)
-FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
+FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", MODEL_TYPE: "bert"}
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "EmbedLayerNormalization")
 
 

@@ -96,15 +96,14 @@ def probe_diff(path: Path, probe: dict[str, np.ndarray], expected: np.ndarray) -
 def export_text(model_dir: Path, path: Path, max_length: int, fuse_transformer: bool = True) -> dict:
     """A saved transformers sequence classifier -> ONNX with inputs (batch, sequence) of int64; for a BERT-family
     encoder (and fuse_transformer) ORT's fused graph when it reproduces the logits (see export/fusion.py)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from tunesmith.models import quiet_hf
-    from tunesmith.models.pooling import restore_pooling
+    from tunesmith.models import pooling, quiet_hf
 
     quiet_hf()
+    pooling.register()  # before the tokenizer, which reads config.json's model_type too
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = restore_pooling(AutoModelForSequenceClassification.from_pretrained(model_dir,
-                                                                               attn_implementation="eager")).eval()
+    model = pooling.load_classifier(model_dir, attn_implementation="eager").eval()
     probe = text_probe(tokenizer, max_length)
     wrapper = _TextLogits(model, list(probe))
     dynamic = {n: {0: "batch", 1: "sequence"} for n in probe}

@@ -63,11 +63,14 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[name].copy_(value)
 
 
-def save_model(model: torch.nn.Module, preprocessor, folder: Path) -> None:
-    """save_pretrained in safetensors; a PEFT model also keeps its adapter and is merged for `model/`."""
+def save_model(model: torch.nn.Module, preprocessor, folder: Path, max_length: int | None = None) -> None:
+    """save_pretrained in safetensors; a PEFT model also keeps its adapter and is merged for `model/`. A
+    mean-pooled classifier is saved so that it loads the same outside tunesmith (see models/pooling.py);
+    `max_length` is its token limit."""
     from peft import PeftModel
 
     from tunesmith.io import staged_dir
+    from tunesmith.models.pooling import portable, write_portable_files
 
     folder = Path(folder)
     if isinstance(model, PeftModel):
@@ -75,6 +78,8 @@ def save_model(model: torch.nn.Module, preprocessor, folder: Path) -> None:
             model.save_pretrained(tmp)
             preprocessor.save_pretrained(tmp)
         model = model.merge_and_unload()
+    model = portable(model)
     with staged_dir(folder) as tmp:
         model.save_pretrained(tmp)
         preprocessor.save_pretrained(tmp)
+        write_portable_files(model, tmp, max_length)

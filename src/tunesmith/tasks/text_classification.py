@@ -99,9 +99,11 @@ class TextClassification(Classifier):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
         from tunesmith.models import features as F_
+        from tunesmith.models import pooling
 
         memo = memo or Memo(enabled=False)
         resolved = resolve_model(cfg.model.name)
+        pooling.register()  # the model may be an earlier run's mean-pooled model/ folder
         kwargs = ModelRef.from_config(cfg.model, resolved.source).from_pretrained_kwargs()
         labels = data.labels
         try:
@@ -277,4 +279,4 @@ class TextClassification(Classifier):
         from tunesmith.models.features import detached
 
         with detached(model) as plain, frozen_bottom.detached(plain) as real:
-            save_model(real, prepared.preprocessor, folder)
+            save_model(real, prepared.preprocessor, folder, prepared.resolved["max_length"])
