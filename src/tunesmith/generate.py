@@ -154,7 +154,7 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from tunesmith.models import quiet_hf
+    from tunesmith.models import pooling, quiet_hf
     from tunesmith.models.registry import ModelRef
     from tunesmith.run import completed_run
 
@@ -172,9 +172,10 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
         base = AutoModelForCausalLM.from_pretrained(ref.source, dtype=torch.float32, **ref.from_pretrained_kwargs())
     else:
         labels = run.results.get("labels") or json.loads((run.path / "data_report.json").read_text())["labels"]
-        base = AutoModelForSequenceClassification.from_pretrained(
+        pooling.register()  # the base may be an earlier run's mean-pooled model/ folder
+        base = pooling.restore_pooling(AutoModelForSequenceClassification.from_pretrained(
             ref.source, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, **ref.from_pretrained_kwargs())
+            label2id={l: i for i, l in enumerate(labels)}, **ref.from_pretrained_kwargs()))
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
@@ -184,7 +185,9 @@ def export_merged(run_dir: str | Path, output: str | Path | None = None) -> Path
         merged.generation_config = GenerationConfig.from_pretrained(run.model_dir)
     out = Path(output) if output else run.path / "merged"
     tmp = out.with_name(f".{out.name}.tmp")
+    merged = pooling.portable(merged)  # a mean-pooled classifier keeps its pooling outside tunesmith
     merged.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    pooling.write_portable_files(merged, tmp, run.config.model.max_length)
     replace_dir(tmp, out)
     return out

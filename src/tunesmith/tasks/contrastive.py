@@ -4,9 +4,9 @@ The encoder first learns, from pairs built from the labels, to put texts of one 
 together and texts of other classes apart; then the head is fitted on the tuned, frozen encoder.
 
 The embedding is the one sentence encoders are trained for: the L2-normalised mean of the token
-states (models/pooling.py swaps it in for BERT's [CLS] pooler, so the saved folder stays a
-transformers folder). Where a body has no pooler to swap (RoBERTa's head reads the first token),
-the stage trains whatever the classification head reads.
+states (models/pooling.py swaps it in for BERT's [CLS] pooler, and saves the model as a BERT classifier
+of its own model_type that reads the same embedding wherever it is loaded). Where a body has no pooler to
+swap (RoBERTa's head reads the first token), the stage trains whatever the classification head reads.
 
 Batches: each training example of the stage is a positive pair (two texts of one class); a batch
 of P pairs gives 2P texts, and each anchor is also paired with another row's partner, which gives

@@ -123,6 +123,7 @@ class TextClassification(Classifier):
         attention = cpu_attention(cfg.train.precision)  # fine_tune resolved auto
         model = AutoModelForSequenceClassification.from_pretrained(
             resolved.source, config=mconf, **kwargs, **({"attn_implementation": attention} if attention else {}))
+        model = pooling.restore_pooling(model)  # an earlier run's folder saved as plain BERT, marked mean
         # contrastive tunes every body weight first (its stage is Prepared.warmup), then the head alone
         method = "full" if cfg.train.method == "contrastive" else cfg.train.method
         model = apply_method(model, method, cfg.train.lora, task_type="SEQ_CLS")

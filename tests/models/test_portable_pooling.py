@@ -1,0 +1,123 @@
+"""A contrastive (mean-pooled) run's model/ folder means the same wherever it is loaded: through tunesmith, through
+transformers with trust_remote_code (the modelling file is in the folder), through sentence-transformers; plain
+transformers without trust_remote_code refuses it rather than read it with BERT's [CLS] pooler. A folder saved
+before (plain BERT marked `sentence_pooling: mean`) still predicts with its pooling."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import make_rows, tiny_config
+from tests.test_cli_paths import tunesmith, write
+
+TEXTS = ["good film", "the staff was awful and the food was bad", "it was a nice day", "meh"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model, tmp_path_factory):
+    """`tunesmith train` of a head-alone contrastive run (train.contrastive.epochs 0), as a user runs it."""
+    tmp = tmp_path_factory.mktemp("portable")
+    make_rows(60, seed=1).to_csv(tmp / "rows.csv", index=False)
+    cfg = tiny_config(tiny_model, tmp / "rows.csv", tmp / "runs")
+    cfg["train"].update(method="contrastive", contrastive={"epochs": 0})
+    cfg["train"].pop("learning_rate")
+    cfg["eval"] = {"bootstrap_resamples": 100}
+    tunesmith("train", str(write(tmp / "c.yaml", cfg)), cwd=tmp)
+    return tmp / "runs" / "run"
+
+
+def _cli_probabilities(run, tmp_path) -> pd.DataFrame:
+    pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
+    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+              cwd=tmp_path)
+    return pd.read_csv(tmp_path / "out.csv")
+
+
+def _logits(model, folder) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(folder)(TEXTS, truncation=True, max_length=32, padding=True,
+                                                return_tensors="pt")
+    with torch.no_grad():
+        return model.eval()(**enc).logits.numpy()
+
+
+def _temperature(folder) -> float:
+    path = folder / "calibration.json"
+    return json.loads(path.read_text())["temperature"] if path.is_file() else 1.0
+
+
+def test_the_folder_loads_the_same_with_trust_remote_code_and_refuses_without(run_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    folder = run_dir / "model"
+    remote = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+    logits = _logits(remote, folder)
+    scaled = torch.softmax(torch.from_numpy(logits) / _temperature(folder), -1).numpy()
+    got = _cli_probabilities(run_dir, tmp_path)
+    labels = [remote.config.id2label[i] for i in scaled.argmax(1)]
+    assert list(got["predicted"]) == labels
+    assert np.abs(got["probability"].to_numpy() - scaled.max(1)).max() < 1e-5
+    # the same logits as tunesmith's in-process predictor (no remote code there)
+    from tunesmith.predict import run_logits
+
+    ours, _, _ = run_logits(run_dir, TEXTS)
+    assert np.abs(ours - logits).max() < 1e-5
+    # plain transformers (a fresh process: tunesmith registered the classes in this one) does not read it with
+    # the [CLS] pooler: it refuses
+    for load in ["AutoModelForSequenceClassification.from_pretrained", "pipeline"]:
+        call = f"{load}({str(folder)!r})" if load != "pipeline" else f"pipeline('text-classification', {str(folder)!r})"
+        proc = subprocess.run([sys.executable, "-c", f"from transformers import *; {call}"], capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert proc.returncode != 0 and "trust_remote_code" in proc.stderr, proc.stderr[-2000:]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["sentence_pooling"] == "mean" and config["model_type"] == "mean_pooled_bert"
+    assert type(remote).__module__.startswith("transformers_modules")  # the folder's own file, not tunesmith's
+
+
+def test_sentence_transformers_encode_gives_the_logits(run_dir):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForSequenceClassification
+
+    folder = run_dir / "model"
+    model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    assert model.max_seq_length == 32
+    encoded = model.encode(TEXTS, convert_to_numpy=True)
+    logits = _logits(AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True), folder)
+    assert np.abs(encoded - logits).max() < 1e-5
+
+
+def test_an_old_plain_bert_folder_marked_mean_still_predicts_with_its_pooling(run_dir, tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tunesmith.models import pooling
+    from tunesmith.predict import run_logits
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    folder = old / "model"
+    model = pooling.load_classifier(folder)
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures", "auto_map")}
+    plain = BertForSequenceClassification(BertConfig(**fields))  # as tunesmith saved it before
+    plain.load_state_dict(model.state_dict())
+    for extra in ["mean_bert.py", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                  "1_Pooling", "2_Normalize", "3_Dense"]:
+        path = folder / extra
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    plain.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["sentence_pooling"] == "mean"
+    new, _, _ = run_logits(run_dir, TEXTS)
+    got, _, _ = run_logits(old, TEXTS)
+    assert np.abs(got - new).max() < 1e-5
+    with torch.no_grad():  # and it is not what the [CLS] pooler reads
+        assert np.abs(_logits(plain, folder) - new).max() > 1e-4
