@@ -280,10 +280,7 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
         tic = time.perf_counter()
         phase.enter(prepared.model)
         final = bool(phase.leave(prepared.model))
-        return {"phase": phase.name, "final": final, "epochs": 0, "learning_rate": phase.learning_rate,
-                "global_step": 0, "best_validation_" + cfg.train.metric_for_best: None,
-                "train_seconds": round(time.perf_counter() - tic, 2),
-                **({"outcome": phase.outcome} if phase.outcome else {})}
+        return _stage_record(phase, cfg, final, 0, 0, None, time.perf_counter() - tic)
     folder = run_dir / phase.name
     folder.mkdir(exist_ok=True)
     phase.enter(prepared.model)
@@ -299,10 +296,15 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
     else:
         for param in prepared.model.parameters():
             param.requires_grad_(True)
-    return {"phase": phase.name, "final": final, "epochs": result.epochs_completed,
-            "learning_rate": phase.learning_rate,
-            "global_step": result.global_step, "best_validation_" + cfg.train.metric_for_best: result.best_metric,
-            "train_seconds": round(result.train_seconds, 2), **({"outcome": phase.outcome} if phase.outcome else {})}
+    return _stage_record(phase, cfg, final, result.epochs_completed, result.global_step, result.best_metric,
+                         result.train_seconds)
+
+
+def _stage_record(phase, cfg, final: bool, epochs: int, global_step: int, best, seconds: float) -> dict:
+    """results.json's record of a warm-up stage."""
+    return {"phase": phase.name, "final": final, "epochs": epochs, "learning_rate": phase.learning_rate,
+            "global_step": global_step, "best_validation_" + cfg.train.metric_for_best: best,
+            "train_seconds": round(seconds, 2), **({"outcome": phase.outcome} if phase.outcome else {})}
 
 
 def _choose_method(cfg, task, data, run_dir: Path, resuming: bool) -> tuple[RunConfig, dict | None]:

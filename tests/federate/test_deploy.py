@@ -108,13 +108,14 @@ def test_killed_supernode_run_goes_on_with_enough_clients(tmp_path, capfd):
 
 
 def test_federate_local_end_to_end(tmp_path, tiny_model):
-    """`tunesmith federate --deployment local`: tunesmith's own ClientApp and ServerApp on a tiny BERT, two
-    SuperNodes; exit code 0, an ordinary run folder that predict accepts, each SuperNode given only its file,
-    and no Flower process left behind."""
+    """`tunesmith federate --deployment local` (the executable): tunesmith's own ClientApp and ServerApp on a
+    tiny BERT, two SuperNodes; exit code 0, its summary shows the run's figures, an ordinary run folder that
+    predict accepts, each SuperNode given only its file, and no Flower process left behind."""
     import pandas as pd
     import yaml
 
     from tests.conftest import make_rows, tiny_config
+    from tests.test_cli_paths import assert_classification_summary, results, tunesmith
     from tunesmith.cli import main
 
     before = {p.pid for p in _flower_processes()}
@@ -125,10 +126,12 @@ def test_federate_local_end_to_end(tmp_path, tiny_model):
     cfg["eval"] = {"baselines": ["majority_class"], "bootstrap_resamples": 100}
     cfg["federated"] = {"clients": 2, "rounds": 1, "transfer": "head", "compare": False}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["federate", str(tmp_path / "fed.yaml"), "--deployment", "local"]) == 0
+    proc = tunesmith("federate", str(tmp_path / "fed.yaml"), "--deployment", "local", cwd=tmp_path)
 
     run_dir = tmp_path / "runs" / "run"
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    res = results(run_dir)  # completed
+    assert_classification_summary(proc.stdout, res, run_dir)  # the CLI's summary (issue 24 point 1)
+    assert f"trained {res['training']['global_step']} steps" in proc.stdout and "traffic:" in proc.stdout
     rounds = json.loads((run_dir / "results.json").read_text())["federated"]["round_curve"]
     assert [r["round"] for r in rounds] == [0, 1]
     assert all(r["clients_ok"] == 2 and r["bytes_received"] > 0 for r in rounds[1:])

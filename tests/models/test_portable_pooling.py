@@ -55,33 +55,52 @@ def _temperature(folder) -> float:
     return json.loads(path.read_text())["temperature"] if path.is_file() else 1.0
 
 
-def test_the_folder_loads_the_same_with_trust_remote_code_and_refuses_without(run_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification
+FRESH = """
+import json, sys
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+import torch
+folder, texts = sys.argv[1], json.loads(sys.argv[2])
+out = {"refused": []}
+for load in (lambda: AutoModelForSequenceClassification.from_pretrained(folder),
+             lambda: pipeline("text-classification", folder)):
+    try:
+        load()
+        out["refused"].append("loaded")
+    except Exception as e:
+        out["refused"].append(str(e))
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+enc = AutoTokenizer.from_pretrained(folder)(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")
+with torch.no_grad():
+    out["logits"] = model(**enc).logits.tolist()
+out["module"] = type(model).__module__
+out["labels"] = model.config.id2label
+print("\\n" + json.dumps(out))
+"""
 
+
+def test_the_folder_loads_the_same_with_trust_remote_code_and_refuses_without(run_dir, tmp_path):
+    """In a fresh process without tunesmith (it registers the classes in its own): plain transformers refuses the
+    folder rather than read it with the [CLS] pooler, and trust_remote_code runs the folder's own modelling file,
+    whose logits are tunesmith's."""
     folder = run_dir / "model"
-    remote = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
-    logits = _logits(remote, folder)
-    scaled = torch.softmax(torch.from_numpy(logits) / _temperature(folder), -1).numpy()
-    got = _cli_probabilities(run_dir, tmp_path)
-    labels = [remote.config.id2label[i] for i in scaled.argmax(1)]
-    assert list(got["predicted"]) == labels
-    assert np.abs(got["probability"].to_numpy() - scaled.max(1)).max() < 1e-5
-    # the same logits as tunesmith's in-process predictor (no remote code there)
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(folder), json.dumps(TEXTS)], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(fresh["refused"]) == 2 and all("trust_remote_code" in e for e in fresh["refused"]), fresh["refused"]
+    assert fresh["module"].startswith("transformers_modules")  # the folder's own file, not tunesmith's
+    logits = np.array(fresh["logits"])
     from tunesmith.predict import run_logits
 
     ours, _, _ = run_logits(run_dir, TEXTS)
     assert np.abs(ours - logits).max() < 1e-5
-    # plain transformers (a fresh process: tunesmith registered the classes in this one) does not read it with
-    # the [CLS] pooler: it refuses
-    for load in ["AutoModelForSequenceClassification.from_pretrained", "pipeline"]:
-        call = f"{load}({str(folder)!r})" if load != "pipeline" else f"pipeline('text-classification', {str(folder)!r})"
-        proc = subprocess.run([sys.executable, "-c", f"from transformers import *; {call}"], capture_output=True,
-                              text=True, timeout=300, stdin=subprocess.DEVNULL,
-                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-        assert proc.returncode != 0 and "trust_remote_code" in proc.stderr, proc.stderr[-2000:]
+    scaled = torch.softmax(torch.from_numpy(logits) / _temperature(folder), -1).numpy()
+    got = _cli_probabilities(run_dir, tmp_path)
+    assert list(got["predicted"]) == [fresh["labels"][str(i)] for i in scaled.argmax(1)]
+    assert np.abs(got["probability"].to_numpy() - scaled.max(1)).max() < 1e-5
     config = json.loads((folder / "config.json").read_text())
     assert config["sentence_pooling"] == "mean" and config["model_type"] == "mean_pooled_bert"
-    assert type(remote).__module__.startswith("transformers_modules")  # the folder's own file, not tunesmith's
 
 
 def test_sentence_transformers_encode_gives_the_logits(run_dir):

@@ -56,9 +56,10 @@ def test_trial_0_is_what_train_runs_on_the_config_auto_wrote(tiny_model, tmp_pat
     searched from a full dump, so it never ran what train runs (full fine-tuning: 4e-4, batch 32, decay 0.8)."""
     data, runs = tmp_path / "reviews.csv", tmp_path / "runs"
     make_rows(160, seed=1).to_csv(data, index=False)
-    tunesmith("auto", str(data), "--label-column", "label", "--time-budget", "10m", "--model", str(tiny_model),
-              "--output-dir", str(runs), "--max-trials", "2")
+    out = tunesmith("auto", str(data), "--label-column", "label", "--time-budget", "10m", "--model",
+                    str(tiny_model), "--output-dir", str(runs), "--max-trials", "2")
     study_dir = runs / "auto-reviews"
+    assert "methods searched:" in out and f"final run (scored on test): {study_dir / 'final'}" in out
     tunesmith("train", str(study_dir / "auto.yaml"), "run_name=plain")
     plain = yaml.safe_load((runs / "plain" / "config.yaml").read_text())["train"]
     assert (plain["method"], plain["batch_size"], plain["learning_rate"], plain["layer_decay"]) == ("full", 32, 4e-4,

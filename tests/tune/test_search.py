@@ -316,6 +316,8 @@ def test_trial_0_and_the_final_run_are_what_train_runs(tiny_model, tmp_path):
     best = json.loads((study_dir / "study.json").read_text())["best"]
     assert best["params"].keys() == {"train.learning_rate", "train.batch_size"}
     assert f"with {best['params']}" in out
+    assert f"best trial {best['number']}: validation" in out  # the CLI's summary (issue 24 point 1)
+    assert f"final run (scored on test): {study_dir / 'final'}" in out
     searched = {k: (v, plain[k.split(".")[1]]) for k, v in best["params"].items() if v != plain[k.split(".")[1]]}
     # the final run is the best trial's searched values on top of what train resolves
     assert_same_config_apart_from(study_dir / "final", runs / "plain", {
