@@ -36,3 +36,21 @@ def config(train, out, **sections) -> dict:
     for name, values in sections.items():
         cfg[name] = {**cfg.get(name, {}), **values}
     return cfg
+
+
+def make_credit_table(n: int = 3000, seed: int = 0, zero_share: float = 0.4) -> pd.DataFrame:
+    """A credit table like the one in issue 24: five coded columns of few levels, all derived from one latent
+    customer segment (so they are correlated, as ISLP Caravan's zip-code columns are), an `amount` that is 0
+    for `zero_share` of the customers and otherwise a lognormal in cents (nearly unique), and a target
+    `default` driven by them. Distinct customers share whole rows by chance: coded levels and amount 0. With 40%
+    zeros the amounts are still over half distinct (a fine-grained column, as the issue's table's was: the old
+    rule blocked it for that column)."""
+    rng = np.random.default_rng(seed)
+    segment = rng.integers(0, 4, n)
+    coded = {name: np.where(rng.random(n) < 0.3, (segment * step) % levels, rng.integers(0, levels, n))
+             for name, levels, step in (("income_band", 6, 1), ("region", 8, 3), ("tenure_band", 6, 1),
+                                        ("product", 4, 1), ("employment", 5, 2))}
+    amount = np.where(rng.random(n) < zero_share, 0.0, rng.lognormal(7, 1.2, n).round(2))
+    logit = -1.2 + 0.5 * (segment == 0) - 0.4 * (coded["employment"] == 1) + 0.15 * np.log1p(amount) - 0.6
+    default = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame({**coded, "amount": amount, "default": np.where(default, "yes", "no")})

@@ -2,11 +2,13 @@
 splits; the gate stops the run on the blocking ones (tunesmith.data.tabular_audit via the task)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.tabular.tables import config, make_table
+from tests.tabular.tables import config, make_credit_table, make_table
 from tunesmith.config import build_config
 from tunesmith.errors import UserError
 from tunesmith.tasks import get_task
@@ -74,5 +76,67 @@ def test_repeats_in_a_table_of_coarse_columns_are_a_warning(tmp_path):
     df = pd.DataFrame({"age_band": rng.integers(1, 6, 400), "region": rng.choice(["n", "s", "e"], 400)})
     df["fraud"] = np.where(rng.random(400) < 0.3 + 0.1 * (df["region"] == "n"), "yes", "no")
     found = _audit(tmp_path, df)
-    assert found["leakage_exact"]["count"] > 0 and found["leakage_exact"]["severity"] == "warning"
-    assert "every column is coarse" in found["leakage_exact"]["message"]
+    leaks = found["leakage_exact"]
+    assert leaks["count"] > 0 and leaks["severity"] == "warning" and leaks["unlikely_by_chance"] == 0
+    assert leaks["expected_by_chance"] > 0 and f"about {leaks['expected_by_chance']} chance repeats" in leaks["message"]
+
+
+def _credit(tmp_path, df: pd.DataFrame) -> dict:
+    return _audit(tmp_path, df, data={"label_column": "default"})["leakage_exact"]
+
+
+def test_a_credit_table_whose_repeats_are_common_values_warns_with_the_expected_count(tmp_path):
+    """Issue 24: customers with amount 0 and the same coded levels share whole rows by chance; the old rule
+    blocked the run because `amount` is nearly unique per row."""
+    leaks = _credit(tmp_path, make_credit_table())
+    assert leaks["count"] > 0 and leaks["severity"] == "warning" and leaks["unlikely_by_chance"] == 0
+    assert {r["split"] for r in leaks["rows"]} <= {"validation", "test"}
+    assert all(r["chance"] >= 0.01 for r in leaks["rows"])
+    assert leaks["expected_by_chance"] > 0 and f"about {leaks['expected_by_chance']} chance repeats" in leaks["message"]
+    assert 0.5 * leaks["count"] < leaks["expected_by_chance"] < 2 * leaks["count"]  # chance explains them
+
+
+def test_copied_rows_with_a_rare_value_and_a_repeated_id_block(tmp_path):
+    credit = make_credit_table()
+    copies = pd.concat([credit, credit[credit["amount"] > 0].sample(10, random_state=1)], ignore_index=True)
+    leaks = _credit(tmp_path, copies)
+    assert leaks["severity"] == "blocking" and 1 <= leaks["unlikely_by_chance"] <= 10
+    assert sum(r["chance"] < 0.01 for r in leaks["rows"]) == leaks["unlikely_by_chance"]
+    assert "'amount'" in leaks["message"] and "occurs in no other earlier row" in leaks["message"]
+    assert leaks["count"] > leaks["unlikely_by_chance"]  # the chance repeats of amount 0 are still listed
+
+    # rows of amount 0 that only an id column tells apart: their repeats are copies
+    ids = credit.assign(customer_id=np.arange(len(credit)) * 7 + 10001)
+    ids = pd.concat([ids, ids[ids["amount"] == 0].sample(30, random_state=2)], ignore_index=True)
+    leaks = _credit(tmp_path, ids)
+    assert leaks["count"] > 0 and leaks["severity"] == "blocking"
+    assert leaks["unlikely_by_chance"] == leaks["count"] and "'customer_id'" in leaks["message"]
+
+
+def test_coded_columns_derived_from_one_another_are_judged_together(tmp_path):
+    """As in ISLP's Caravan, where 43 columns come from the zip code: ten codes of one area, taken as independent,
+    would make a whole-row repeat look far too rare for chance; their joint pattern is as common as the area."""
+    rng = np.random.default_rng(3)
+    area = rng.integers(0, 12, 600)
+    df = pd.DataFrame({f"area_code_{i}": (area * (i + 1)) % (3 + i) for i in range(10)})
+    df["owns_car"] = rng.choice(["yes", "no"], 600)
+    df["fraud"] = np.where(rng.random(600) < 0.2 + 0.2 * (area < 3), "yes", "no")
+    leaks = _audit(tmp_path, df)["leakage_exact"]
+    assert leaks["count"] > 0 and leaks["severity"] == "warning"
+    assert min(r["chance"] for r in leaks["rows"]) > 0.5
+
+
+def test_the_executable_trains_on_a_table_whose_repeats_are_chance(tmp_path):
+    """`tunesmith train` on the credit table: the old rule stopped it (exit 2); now it trains, and audit.json
+    and the report carry the warning with the expected count."""
+    from tests.test_cli_paths import results, tunesmith, write
+
+    make_credit_table().to_csv(tmp_path / "credit.csv", index=False)
+    cfg = config(tmp_path / "credit.csv", tmp_path / "runs", data={"label_column": "default"})
+    tunesmith("train", str(write(tmp_path / "c.yaml", cfg)), cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "run"
+    results(run_dir)
+    leaks = next(f for f in json.loads((run_dir / "audit.json").read_text())["findings"]
+                 if f["check"] == "leakage_exact")
+    assert leaks["severity"] == "warning" and leaks["count"] > 0
+    assert f"about {leaks['expected_by_chance']} chance repeats" in (run_dir / "report.html").read_text()

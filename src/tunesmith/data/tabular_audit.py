@@ -13,35 +13,74 @@ from tunesmith.data.audit import BLOCKING, INFO, SPLIT_ORDER, WARNING, finding, 
 from tunesmith.data.load import ROW
 
 LEAK_AUC = 0.99  # a single column separating the classes this well is almost surely known only after the fact
+CHANCE = 0.01  # a repeated row less likely than this to match an earlier row by chance is a copy
+_NA = "\x00missing"  # missing compares as a value of its own, as in the row hash
 
 
-def fine_grained(train: pd.DataFrame, columns: list[dict]) -> str | None:
-    """A column whose values are nearly unique (at least half as many distinct values as rows): with one, two
-    identical rows are not chance. Returns its name, or None for a table of coarse (coded, binned) columns."""
-    for c in columns:
-        v = train[c["name"]].dropna()
-        if len(v) >= 20 and v.nunique() >= 0.5 * len(v):
-            return c["name"]
-    return None
+def _fine(values: pd.Series) -> bool:
+    """Nearly unique per row (at least half as many distinct values as values): the column's own value
+    frequencies say how rare a value is. Other (coarse) columns are coded or binned levels, often derived from
+    one another, so they are judged together by how often their joint pattern occurs."""
+    v = values.dropna()
+    return len(v) >= 20 and v.nunique() >= 0.5 * len(v)
 
 
-def check_duplicates(frames: dict[str, pd.DataFrame], columns: list[dict] | None = None) -> list[dict]:
+def _as_keys(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The values as strings (missing as a value of its own): equal values count alike whatever their dtype."""
+    cells = df[names].astype(object)
+    return cells.where(cells.notna(), _NA).astype(str).reset_index(drop=True)
+
+
+def _count_in(earlier: pd.Series, rows: pd.Series) -> np.ndarray:
+    """For each row, how many earlier values equal its value."""
+    return rows.map(earlier.value_counts()).fillna(0).to_numpy(dtype=float)
+
+
+def _identity(df: pd.DataFrame) -> pd.Series:
+    """The key two rows share when they repeat each other: the row hash and the target."""
+    return (df["sha256"].astype(str) + "\x1f" + df["label"].astype(str)).reset_index(drop=True)
+
+
+def chance_of_repeat(earlier: pd.DataFrame, rows: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """For each row, the probability that at least one of the n earlier rows matches it by chance (all of
+    `names`), from the value frequencies among the earlier rows; and, per fine column, how many earlier rows
+    hold the row's value apart from the rows it repeats.
+
+    A random earlier row matches with p = (c / n) * prod_f (k_f / n): c earlier rows share the row's joint
+    pattern of coarse columns (empirical, so correlated codes are not taken as independent) and k_f its value
+    in fine column f. k_f leaves out the m earlier rows the row repeats: otherwise a copied identifier would
+    count as a value seen once, as likely as any other. Then P(some match) = 1 - (1 - p) ** n, computed as
+    -expm1(n * log1p(-p)) so that tiny p stay exact."""
+    n = len(earlier)
+    before, now = _as_keys(earlier, names), _as_keys(rows, names)
+    fine = [c for c in names if _fine(earlier[c])]
+    coarse = [c for c in names if c not in fine]
+    m = _count_in(_identity(earlier), _identity(rows))
+    c = _count_in(pd.util.hash_pandas_object(before[coarse], index=False),
+                  pd.util.hash_pandas_object(now[coarse], index=False)) if coarse else np.full(len(rows), float(n))
+    apart = pd.DataFrame({f: np.maximum(_count_in(before[f], now[f]) - m, 0) for f in fine}, index=now.index)
+    p = np.clip(c / n * np.prod(apart.to_numpy() / n, axis=1), 0, 1)
+    with np.errstate(divide="ignore"):  # p = 1: log1p(-1) = -inf, a certain match
+        return -np.expm1(n * np.log1p(-p)), apart
+
+
+def check_duplicates(frames: dict[str, pd.DataFrame], columns: list[dict]) -> list[dict]:
     """Identical rows (every feature and the target) within a split, across splits (evaluation rows that a
-    model saw in training), and identical features with different targets. Repeats across splits block the run
-    when a column is nearly unique per row; in a table of coarse columns (codes, bins) customers share rows by
-    chance, and the repeats are a warning."""
-    dups, leaks, conflicts = [], [], []
+    model saw in training), and identical features with different targets. A repeat across splits blocks the
+    run only when chance cannot explain it (see leakage_finding): rows of common values repeat by chance."""
+    dups, leaks, conflicts, where = [], [], [], []
     seen_before: dict[str, tuple[str, int]] = {}
     for split in [s for s in SPLIT_ORDER if s in frames]:
         df = frames[split]
         first: dict[str, int] = {}
         labels: dict[str, set] = {}
-        for h, row, label in zip(df["sha256"], df[ROW], df["label"]):
+        for pos, (h, row, label) in enumerate(zip(df["sha256"], df[ROW], df["label"])):
             key = f"{h}\x1f{label}"
             labels.setdefault(h, set()).add(str(label))
             if key in seen_before:
                 leaks.append({"split": split, "row": int(row), "matches": {"split": seen_before[key][0],
                                                                            "row": seen_before[key][1]}})
+                where.append(pos)
             elif key in first:
                 dups.append({"split": split, "row": int(row), "duplicate_of": first[key]})
             first.setdefault(key, int(row))
@@ -49,17 +88,55 @@ def check_duplicates(frames: dict[str, pd.DataFrame], columns: list[dict] | None
                       for h, r in zip(df["sha256"], df[ROW]) if len(labels[h]) > 1]
         for key, row in first.items():
             seen_before.setdefault(key, (split, row))
-    fine = fine_grained(frames["train"], columns) if columns is not None else "?"
-    why = (f"column {fine!r} is nearly unique per row, so repeats are not chance: scores on them measure memory, "
-           "not generalisation" if fine else "every column is coarse (few distinct values), so rows can repeat by "
-           "chance; audit.on_issue=fix removes them")
     return [
         finding("exact_duplicates", WARNING, dups, f"{len(dups)} rows repeat an earlier row of the same split"),
-        finding("leakage_exact", BLOCKING if fine else WARNING, leaks, f"{len(leaks)} evaluation rows repeat a row "
-                 f"of an earlier split (every feature and the target); {why}"),
+        leakage_finding(frames, [c["name"] for c in columns] + ["label"], leaks, where),
         finding("conflicting_rows", INFO, conflicts, f"{len(conflicts)} rows share every feature with a row of "
                  "another target (noise the model cannot resolve)"),
     ]
+
+
+def leakage_finding(frames: dict[str, pd.DataFrame], names: list[str], leaks: list[dict],
+                    where: list[int]) -> dict:
+    """Evaluation rows that repeat an earlier split's row (`where`: their positions in their split), each with
+    its chance of matching an earlier row by chance (chance_of_repeat). Blocking when at least one is unlikely
+    by chance (below CHANCE): a copy, e.g. of a row whose identifier or rare amount no other earlier row holds.
+    Repeats of common values are a warning that shows how many chance predicts over all evaluation rows."""
+    splits = [s for s in SPLIT_ORDER if s in frames]
+    chances = {s: chance_of_repeat(pd.concat([frames[e] for e in splits[:i]], ignore_index=True), frames[s], names)
+               for i, s in enumerate(splits) if i}
+    expected = round(float(sum(q.sum() for q, _ in chances.values())), 2)
+    unlikely = []
+    for leak, pos in zip(leaks, where):
+        q = chances[leak["split"]][0][pos]
+        leak["chance"] = round(float(q), 4)
+        if q < CHANCE:
+            unlikely.append((leak, pos))
+    head = f"{len(leaks)} evaluation rows repeat a row of an earlier split (every feature and the target)"
+    if unlikely:
+        message = (f"{head}; {len(unlikely)} of them are unlikely to match by chance "
+                   f"(e.g. {_rarest_value(frames, chances, *unlikely[0])}), so they are copies, not chance (the "
+                   f"columns' value frequencies predict about {expected} chance repeats): scores on them measure "
+                   "memory, not generalisation")
+    elif leaks:
+        message = (f"{head}, each made of values common enough to match by chance (the columns' value frequencies "
+                   f"predict about {expected} chance repeats): distinct rows of common values (coded levels, a "
+                   "frequent amount) look alike; audit.on_issue=fix removes them")
+    else:
+        message = f"{head} (the columns' value frequencies predict about {expected} chance repeats)"
+    return finding("leakage_exact", BLOCKING if unlikely else WARNING, leaks, message,
+                   expected_by_chance=expected, unlikely_by_chance=len(unlikely))
+
+
+def _rarest_value(frames: dict[str, pd.DataFrame], chances: dict, leak: dict, pos: int) -> str:
+    """'test row 301: 'txn_id' 1037 occurs in no other earlier row': the fine column whose value in the row
+    fewest earlier rows hold, apart from the rows it repeats (a row unlikely by chance has a fine column)."""
+    apart = chances[leak["split"]][1].iloc[pos]
+    column, others = apart.idxmin(), int(apart.min())
+    value = frames[leak["split"]][column].iloc[pos]
+    value = int(value) if isinstance(value, float) and value.is_integer() else value  # an id read as a float
+    seen = "no other earlier row" if others == 0 else f"only {others} other earlier rows"
+    return f"{leak['split']} row {leak['row']}: {column!r} {'missing' if pd.isna(value) else value} occurs in {seen}"
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
