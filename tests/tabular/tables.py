@@ -43,8 +43,8 @@ def make_credit_table(n: int = 3000, seed: int = 0, zero_share: float = 0.4) -> 
     customer segment (so they are correlated, as ISLP Caravan's zip-code columns are), an `amount` that is 0
     for `zero_share` of the customers and otherwise a lognormal in cents (nearly unique), and a target
     `default` driven by them. Distinct customers share whole rows by chance: coded levels and amount 0. With 40%
-    zeros the amounts are still over half distinct (a fine-grained column, as the issue's table's was: the old
-    rule blocked it for that column)."""
+    zeros the amounts are still over half distinct (as the issue's table's were: the old rule blocked it for
+    that column)."""
     rng = np.random.default_rng(seed)
     segment = rng.integers(0, 4, n)
     coded = {name: np.where(rng.random(n) < 0.3, (segment * step) % levels, rng.integers(0, levels, n))
