@@ -51,8 +51,20 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     name: str = Field("minilm-l6", description="Pre-trained model: a registry name (`tunesmith models`), "
                       "a local folder, or a hub id.")
-    max_length: int | None = Field(None, ge=8, le=8192, description="Token limit per text. Default: the 95th "
-                                   "percentile of training text lengths, capped by the model's limit.")
+    max_length: int | Literal["auto"] | None = Field(None, description="Token limit per text (per window when "
+                                                     "long texts are windowed), 8 to 8192. auto (the default): the "
+                                                     "95th percentile of training text lengths, rounded up to a "
+                                                     "multiple of 8, at most 256 when long texts are windowed (the "
+                                                     "windows read the rest), else at most the model's limit.")
+    long_text: Literal["windows", "truncate"] = Field("windows", description="Texts longer than max_length: "
+                                                      "windows reads them as overlapping windows of max_length "
+                                                      "tokens whose logits are averaged (in training, predict, "
+                                                      "eval, export and serve); truncate keeps the first "
+                                                      "max_length tokens. Contrastive runs truncate.")
+    window_overlap: int | None = Field(None, ge=0, description="Tokens each window shares with the one before. "
+                                       "Default: an eighth of max_length.")
+    max_windows: int = Field(8, ge=1, le=64, description="Windows read per text, from its start (longer texts "
+                             "are cut after them; counted in the audit).")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout in the encoder and the "
                                   "classification head. Default: the model's own.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
@@ -60,6 +72,15 @@ class ModelConfig(_Strict):
                                     "you trust its author.")
     weights: Path | None = Field(None, description="Image models: a local weights file (safetensors, or a "
                                  "PyTorch state_dict read with weights_only) for the timm architecture in model.name.")
+
+    @field_validator("max_length")
+    @classmethod
+    def _length(cls, v):
+        if v == "auto":
+            return None
+        if v is not None and not 8 <= v <= 8192:
+            raise ValueError(f"expected auto or a token count from 8 to 8192, got {v}")
+        return v
 
 
 class DataConfig(_Strict):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.errors import UserError
+from tunesmith.models.windows import Windows, mean_by_owner
 
 
 class Predictor(Protocol):
@@ -43,18 +44,26 @@ class TorchTextClassifier:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.temperature = _temperature(run.model_dir)
         self.max_length = run.config.model.max_length
+        self.windows = Windows.of(run.config.model, self.max_length)  # as the run read its texts
 
     def logits(self, inputs: Sequence[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
         out = []
+        types = "token_type_ids" in self.tokenizer.model_input_names
         with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad)
             for start in range(0, len(inputs), batch_size):
                 chunk = [str(t) for t in inputs[start:start + batch_size]]
-                enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
-                                     return_tensors="pt")
-                out.append(self.model(**enc).logits.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+                cut, owner = self.windows.hf(self.tokenizer, chunk)
+                for at in range(0, len(cut), batch_size):  # a batch of at most batch_size windows
+                    enc = self.tokenizer.pad({"input_ids": cut[at:at + batch_size]}, return_tensors="pt")
+                    if types:
+                        enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+                    logits = self.model(**enc).logits.float().numpy()
+                    out.append((owner[at:at + batch_size] + start, logits))
+        if not out:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return mean_by_owner(np.concatenate([l for _, l in out]), np.concatenate([o for o, _ in out]), len(inputs))
 
 
 class TorchImageClassifier:

@@ -56,6 +56,8 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(raw, dict):
         raise UserError(f"{path / 'config.yaml'}: expected a mapping, found {type(raw).__name__}; the run folder is "
                         "damaged")
+    if isinstance(raw.get("model"), dict) and "long_text" not in raw["model"]:
+        raw["model"]["long_text"] = "truncate"  # saved before long texts were windowed: the run truncated them
     cfg = build_config(raw, source=str(path / "config.yaml"))
     status = _read_json(path / STATUS).get("status", "unknown") if (path / STATUS).is_file() else "unknown"
     results = _read_json(path / "results.json") if (path / "results.json").is_file() else {}
@@ -300,6 +302,16 @@ def _warmup(cfg, task, data, prepared, run_dir: Path, accelerator, resuming: boo
                          result.train_seconds)
 
 
+def _length_note(model, resolved: dict) -> str:
+    """What the token limit does to the training texts, for the audit's length check."""
+    cut, limit = resolved["truncated_share"], resolved["max_length"]
+    if resolved["long_text"] != "windows":
+        return f"{cut:.1%} of training texts exceed max_length {limit} tokens and are truncated"
+    return (f"{resolved['windowed_share']:.1%} of training texts exceed max_length {limit} tokens and are read as "
+            f"up to {model.max_windows} windows sharing {resolved['window_overlap']} tokens; {cut:.1%} are longer "
+            "still and are cut after the last window")
+
+
 def _stage_record(phase, cfg, final: bool, epochs: int, global_step: int, best, seconds: float) -> dict:
     """results.json's record of a warm-up stage."""
     return {"phase": phase.name, "final": final, "epochs": epochs, "learning_rate": phase.learning_rate,
@@ -363,12 +375,14 @@ def _execute(cfg, task, data, run_dir: Path, accelerator, resuming: bool, callba
     resolved = cfg.model_copy(deep=True)
     resolved.train.epochs, resolved.train.learning_rate = epochs, lr
     resolved.model.max_length = prepared.resolved["max_length"]
+    for name in ("long_text", "window_overlap"):  # how text runs read long texts: predict reads them the same
+        if name in prepared.resolved:
+            setattr(resolved.model, name, prepared.resolved[name])
     if main and audit_report is not None and "truncated_share" in prepared.resolved:
         # the model's token limit is known only now: add what it truncates to the length check
         lengths = next(f for f in audit_report["findings"] if f["check"] == "lengths")
         lengths["truncated_share"] = prepared.resolved["truncated_share"]
-        lengths["message"] += (f"; {prepared.resolved['truncated_share']:.1%} of training texts exceed "
-                               f"max_length {prepared.resolved['max_length']} tokens and are truncated")
+        lengths["message"] += "; " + _length_note(resolved.model, prepared.resolved)
         atomic_write_json(run_dir / "audit.json", audit_report)
     if main and audit_report is not None and prepared.resolved.get("audit_findings"):
         # checks that need the tokenizer (e.g. conversations longer than the context)

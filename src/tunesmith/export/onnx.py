@@ -21,7 +21,9 @@ def _manifest(run, predictor, info: dict) -> dict:
             "temperature": predictor.temperature, "inputs": info["inputs"], "opset": info["opset"],
             "exporter": info["exporter"]}
     if run.config.task == "text-classification":
-        return {**base, "max_length": predictor.max_length, "pad_token_id": int(predictor.tokenizer.pad_token_id or 0)}
+        w = predictor.windows
+        return {**base, "max_length": predictor.max_length, "pad_token_id": int(predictor.tokenizer.pad_token_id or 0),
+                "windows": {"overlap": w.overlap, "max_windows": w.max_windows}}
     from tunesmith.models.vision import preprocess_of
 
     pre = preprocess_of(predictor.model)
@@ -70,7 +72,8 @@ def _calibration(run, onnx_predictor, rows: int = 64, batch: int = 8):
         sample = sample_stratified(train, rows, run.config.train.seed)
         inputs = sample["text"].tolist() if "image" not in sample.columns else list(sample["image"])
         if isinstance(onnx_predictor, OnnxTextClassifier):
-            return [onnx_predictor.encode(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+            cut, _ = onnx_predictor.cut(inputs)
+            return [onnx_predictor.encode(cut[i:i + batch]) for i in range(0, len(cut), batch)]
         return [{"pixel_values": onnx_predictor.pixels(inputs[i:i + batch])} for i in range(0, len(inputs), batch)]
 
     return feeds

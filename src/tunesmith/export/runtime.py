@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from tunesmith.errors import UserError
+from tunesmith.models.windows import Windows, mean_by_owner, specials
 
 EXPORT_DIR = "export"
 MANIFEST = "onnx_config.json"  # what the runtime needs: model file, inputs, labels, temperature, preprocessing
@@ -77,27 +78,36 @@ class OnnxTextClassifier(_OnnxClassifier):
 
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(int(self.max_length))
+        self.tokenizer.no_truncation()  # the windows cut the texts, as the run did (models/windows.py)
+        # exported before long texts were windowed: truncated
+        self.windows = Windows(int(self.max_length), **self.manifest.get("windows", {}))
+        self.specials = specials(lambda t, add: self.tokenizer.encode(t, add_special_tokens=add).ids)
         self.inputs = list(self.manifest["inputs"])
 
-    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Token ids, mask and type ids of a batch, padded to its longest text (as the run's collator did)."""
-        encs = self.tokenizer.encode_batch([str(t) for t in texts])
-        width = max(len(e.ids) for e in encs)
+    def encode(self, windows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Token ids, mask and type ids of a batch of windows, padded to its longest (as the run's collator
+        did)."""
+        width = max(len(w) for w in windows)
         pad = int(self.manifest["pad_token_id"])
-        out = {"input_ids": np.full((len(encs), width), pad, dtype=np.int64),
-               "attention_mask": np.zeros((len(encs), width), dtype=np.int64),
-               "token_type_ids": np.zeros((len(encs), width), dtype=np.int64)}
-        for i, e in enumerate(encs):
-            n = len(e.ids)
-            out["input_ids"][i, :n] = e.ids
-            out["attention_mask"][i, :n] = 1
-            out["token_type_ids"][i, :n] = e.type_ids
+        out = {"input_ids": np.full((len(windows), width), pad, dtype=np.int64),
+               "attention_mask": np.zeros((len(windows), width), dtype=np.int64),
+               "token_type_ids": np.zeros((len(windows), width), dtype=np.int64)}
+        for i, ids in enumerate(windows):
+            out["input_ids"][i, :len(ids)] = ids
+            out["attention_mask"][i, :len(ids)] = 1
         return {k: out[k] for k in self.inputs}
 
+    def cut(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """The texts' windows (token ids with the specials) and each window's text."""
+        ids = [e.ids for e in self.tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=False)]
+        return self.windows.cut(ids, *self.specials)
+
     def logits(self, inputs: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        out = [self._run(self.encode(inputs[s:s + batch_size])) for s in range(0, len(inputs), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+        if not len(inputs):
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        cut, owner = self.cut(inputs)
+        out = [self._run(self.encode(cut[s:s + batch_size])) for s in range(0, len(cut), batch_size)]
+        return mean_by_owner(np.concatenate(out), owner, len(inputs))
 
 
 def resize_shorter(image: np.ndarray, size: int) -> np.ndarray:

@@ -35,12 +35,16 @@ def head_inputs(model: nn.Module, n_labels: int, examples: Sequence[dict], colla
     was_training = model.training
     model.eval()
     labels = []
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids", ())))
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids", ())))  # windows: by count
     try:
         for i in range(0, len(order), batch_size):
             batch = collate([examples[j] for j in order[i:i + batch_size]])
             labels.append(batch["labels"])
             forward(model, batch)
+            if "window_owner" in batch:  # a windowed text's logits are its windows' mean: so are its features
+                owner, n = batch["window_owner"], len(batch["labels"])
+                sums = torch.zeros(n, seen[-1].shape[1]).index_add_(0, owner, seen[-1])
+                seen[-1] = sums / torch.bincount(owner, minlength=n).unsqueeze(1)
     finally:
         hook.remove()
         model.train(was_training)

@@ -12,6 +12,7 @@ from tunesmith.data.load import labelled_rows, read_table
 from tunesmith.data.split import check_label_sets, make_splits, sample_stratified
 from tunesmith.errors import UserError
 from tunesmith.memo import Memo, audit_key, key
+from tunesmith.models import windows as W
 from tunesmith.models.methods import apply_method, save_model
 from tunesmith.models.registry import ModelRef, hub_error, resolve_model
 from tunesmith.tasks import register_task
@@ -35,10 +36,59 @@ FULL_EPOCHS = ((1000, 5), (20000, 4), (float("inf"), 2))  # (below this many tra
 FULL_FREEZE_LAYERS = 3
 
 
-def default_max_length(lengths: list[int], model_limit: int) -> int:
-    """95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit."""
-    p95 = int(np.percentile(lengths, 95)) if lengths else model_limit
-    return max(8, min(model_limit, -(-p95 // 8) * 8))
+# model.max_length auto with long texts windowed: windows of at most this many tokens. The windows read the rest
+# of a text, and a token costs about the same in a 256-token window as in a 512-token one (the attention's share
+# of MiniLM-L6's per-token work is about 11% at 256 and 22% at 512), with less padding per batch.
+WINDOW_AUTO_CAP = 256
+
+
+def default_max_length(lengths: list[int], model_limit: int, windowed: bool = False) -> int:
+    """95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit (and within
+    WINDOW_AUTO_CAP when long texts are windowed)."""
+    limit = min(model_limit, WINDOW_AUTO_CAP) if windowed else model_limit
+    p95 = int(np.percentile(lengths, 95)) if lengths else limit
+    return max(8, min(limit, -(-p95 // 8) * 8))
+
+
+class _WindowCollate:
+    """The collator for examples that may hold several windows (input_ids a list of lists): every window of the
+    batch padded as one row, and `window_owner`, each window's example, for `pooled_logits`. A batch of
+    single-window examples is the plain collator's."""
+
+    def __init__(self, collate) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        if not any(_windowed(ex) for ex in items):
+            return self.collate(items)
+        flat, owner = [], []
+        for i, ex in enumerate(items):
+            fields = {k: (v if _windowed(ex) else [v]) for k, v in ex.items() if k != "labels"}
+            for j in range(len(fields["input_ids"])):
+                flat.append({k: v[j] for k, v in fields.items()})
+                owner.append(i)
+        batch = self.collate(flat)
+        batch["labels"] = torch.tensor([ex["labels"] for ex in items])
+        batch["window_owner"] = torch.tensor(owner)
+        return batch
+
+
+def _tokens(example: dict) -> int:
+    """An example's tokens, over its windows (what the length-grouped sampler orders by)."""
+    ids = example["input_ids"]
+    return sum(map(len, ids)) if _windowed(example) else len(ids)
+
+
+def _windowed(example: dict) -> bool:
+    ids = example["input_ids"]
+    return bool(ids) and isinstance(ids[0], list)
+
+
+def pooled_logits(logits: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Each example's logits: the mean of its windows' (models/windows.py)."""
+    sums = torch.zeros(n, logits.shape[1], dtype=logits.dtype, device=logits.device).index_add_(0, owner, logits)
+    counts = torch.bincount(owner, minlength=n).to(logits.dtype).unsqueeze(1)
+    return sums / counts
 
 
 @register_task("text-classification")
@@ -134,24 +184,31 @@ class TextClassification(Classifier):
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
         # the splits are fixed by the data, audit and seed settings: tokenize once per study
+        # contrastive pairs and its head read one embedding per row: its runs truncate
+        windowed = cfg.model.long_text == "windows" and cfg.train.method != "contrastive"
         tokens_key = key(audit_key(cfg, self), resolved.source, cfg.model.revision, cfg.model.trust_remote_code,
-                         cfg.model.max_length)
-        encoded, raw_lengths, max_length = memo.get(
-            "tokens", tokens_key, lambda: self._tokenize(tokenizer, data, cfg.model.max_length, model_limit))
-        collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        lengths = [len(e["input_ids"]) for e in encoded["train"]]
+                         cfg.model.max_length, windowed, cfg.model.window_overlap, cfg.model.max_windows)
+        encoded, raw_lengths, windows = memo.get(
+            "tokens", tokens_key, lambda: self._tokenize(tokenizer, data, cfg, windowed, model_limit))
+        max_length = windows.size
+        collate = _WindowCollate(DataCollatorWithPadding(tokenizer, return_tensors="pt"))
+        lengths = [_tokens(e) for e in encoded["train"]]
+        # the caches hold one row per example: a split with multi-window examples trains through the layers
+        single = not any(_windowed(e) for split in encoded.values() for e in split)
         feature_cache, bottom = False, {"freeze_layers": frozen}
         cache = cfg.train.cache_frozen_layers
-        if frozen and (cache or cache is None):  # the frozen bottom: once, not every epoch
+        if frozen and (cache or cache is None) and single:  # the frozen bottom: once, not every epoch
             encoded, cached = self._cache_bottom(cfg, frozen, model, memo, tokens_key, encoded, collate)
             bottom.update(cached)
-        if cfg.train.method == "linear-probe":  # the body is frozen: run it once, not every epoch
+        if cfg.train.method == "linear-probe" and single:  # the body is frozen: run it once, not every epoch
             feats = memo.get("features", tokens_key, lambda: F_.cache_features(model, encoded, collate))
             if F_.attach(model, feats, encoded, collate):
                 encoded, collate, lengths, feature_cache = F_.id_examples(encoded, feats), F_.collate_ids, \
                     [1] * len(lengths), True
 
-        truncated = float(np.mean([n > max_length for n in raw_lengths]))
+        n_specials = sum(map(len, W.specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"])))
+        truncated = float(np.mean([not windows.covers(n, n_specials) for n in raw_lengths]))
+        longer = float(np.mean([n > max_length for n in raw_lengths]))
         warmup = self._contrastive_phase(cfg, data, encoded, collate, tokenizer, max_length) \
             if cfg.train.method == "contrastive" else None
         groups = None
@@ -165,6 +222,9 @@ class TextClassification(Classifier):
                         loss=self.class_loss(cfg, data), warmup=warmup, param_groups=groups,
                         resolved={"model_source": resolved.source, "model_kind": resolved.kind,
                                   "max_length": max_length, "truncated_share": round(truncated, 4),
+                                  "windowed_share": round(longer, 4) if windows.on else 0.0,
+                                  "long_text": "windows" if windows.on else "truncate",
+                                  "window_overlap": windows.overlap if windows.on else cfg.model.window_overlap,
                                   "model_limit": model_limit, "feature_cache": feature_cache, **bottom})
 
     @staticmethod
@@ -216,7 +276,8 @@ class TextClassification(Classifier):
         phrases = pd.DataFrame({"text": [label_phrase(l, cfg.eval.label_descriptions) for l in data.labels],
                                 "label": data.labels})
         return contrastive_phase(cfg.train.contrastive, cfg.train.seed, cfg.train.eval_batch_size, encoded, collate,
-                                 data.labels, self.metrics, self._encode(tokenizer, phrases, data.labels, max_length))
+                                 data.labels, self.metrics,
+                                 self._encode(tokenizer, phrases, data.labels, W.Windows(max_length)))
 
     def choose_method(self, cfg: RunConfig, data: TaskData) -> dict:
         """train.method auto: the method for this much data per class (see tasks/method_choice.py)."""
@@ -224,27 +285,45 @@ class TextClassification(Classifier):
 
         return choose_method(data.splits["train"]["label"].value_counts().tolist())
 
-    def _tokenize(self, tokenizer, data: TaskData, max_length: int | None, model_limit: int):
+    def _tokenize(self, tokenizer, data: TaskData, cfg: RunConfig, windowed: bool, model_limit: int):
         """Encode every split; the max length defaults to the training texts' 95th percentile."""
-        raw_lengths = [len(ids) for ids in tokenizer(data.splits["train"]["text"].tolist(),
-                                                     truncation=False)["input_ids"]]
-        max_length = max_length or default_max_length(raw_lengths, model_limit)
+        raw_lengths = [len(ids) for ids in tokenizer(data.splits["train"]["text"].tolist(), truncation=False,
+                                                     verbose=False)["input_ids"]]
+        max_length = cfg.model.max_length or default_max_length(raw_lengths, model_limit, windowed)
         if max_length > model_limit:
-            raise UserError(f"model.max_length = {max_length}: this model takes at most {model_limit} tokens")
-        encoded = {name: self._encode(tokenizer, df, data.labels, max_length) for name, df in data.splits.items()}
-        return encoded, raw_lengths, max_length
+            raise field_error("model.max_length", max_length, f"this model takes at most {model_limit} tokens")
+        windows = W.Windows.of(cfg.model, max_length, windowed)
+        try:
+            windows.check(sum(map(len, W.specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"]))))
+        except ValueError as err:
+            raise field_error("model.window_overlap", windows.overlap, str(err)) from None
+        encoded = {name: self._encode(tokenizer, df, data.labels, windows) for name, df in data.splits.items()}
+        return encoded, raw_lengths, windows
 
     @staticmethod
-    def _encode(tokenizer, df: pd.DataFrame, labels: list[str], max_length: int) -> list[dict]:
+    def _encode(tokenizer, df: pd.DataFrame, labels: list[str], windows: W.Windows) -> list[dict]:
+        """One example per row: input_ids (and mask, type ids) of its one window, or lists of them when the
+        text takes several (`_WindowCollate` batches both)."""
         index = {l: i for i, l in enumerate(labels)}
-        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=max_length)
-        keys = [k for k in enc.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
-        return [{**{k: enc[k][i] for k in keys}, "labels": index[lab]} for i, lab in enumerate(df["label"])]
+        cut, owner = windows.hf(tokenizer, df["text"].astype(str).tolist())
+        per_row: list[list[list[int]]] = [[] for _ in range(len(df))]
+        for ids, row in zip(cut, owner):
+            per_row[row].append(ids)
+        types = "token_type_ids" in tokenizer.model_input_names
+        out = []
+        for ws, lab in zip(per_row, df["label"]):
+            ex = {"input_ids": ws, "attention_mask": [[1] * len(w) for w in ws],
+                  **({"token_type_ids": [[0] * len(w) for w in ws]} if types else {})}
+            out.append({**({k: v[0] for k, v in ex.items()} if len(ws) == 1 else ex), "labels": index[lab]})
+        return out
 
     # -- objective and metrics -------------------------------------------------------------
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return model(**inputs).logits
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "window_owner")}
+        logits = model(**inputs).logits
+        if "window_owner" in batch:  # a text's logits are the mean of its windows'
+            return pooled_logits(logits, batch["window_owner"], len(batch["labels"]))
+        return logits
 
     def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
         """Test-split logits of each configured baseline (see tunesmith.evaluate.baselines)."""
@@ -264,15 +343,17 @@ class TextClassification(Classifier):
         if {"linear_probe", "zero_shot"} & set(names):
             # the pre-trained encoder the run started from: same source, same revision
             ref = ModelRef.from_config(cfg.model, prepared.resolved["model_source"])
-            max_length = prepared.resolved["max_length"]
-            test_emb = embed_texts(ref, test_texts, max_length)
+            # the texts read as the run reads them: whole, in windows, or truncated
+            windows = W.Windows.of(cfg.model, prepared.resolved["max_length"],
+                                   prepared.resolved["long_text"] == "windows")
+            test_emb = embed_texts(ref, test_texts, windows)
             if "linear_probe" in names:
                 sample = sample_stratified(train, cfg.eval.probe_max_rows, cfg.train.seed)
-                emb = embed_texts(ref, sample["text"].astype(str).tolist(), max_length)
+                emb = embed_texts(ref, sample["text"].astype(str).tolist(), windows)
                 out["linear_probe"] = B.linear_probe(emb, sample["label"].map(index).to_numpy(), test_emb, len(labels))
             if "zero_shot" in names:
                 phrases = [B.label_phrase(l, cfg.eval.label_descriptions) for l in labels]
-                out["zero_shot"] = B.zero_shot(test_emb, embed_texts(ref, phrases, max_length))
+                out["zero_shot"] = B.zero_shot(test_emb, embed_texts(ref, phrases, windows))
         return out
 
     def save(self, model: torch.nn.Module, prepared: Prepared, folder: Path) -> None:
