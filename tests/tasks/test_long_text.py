@@ -69,3 +69,34 @@ def test_predict_and_the_onnx_export_read_the_windows_as_the_run_did(runs, tmp_p
     onnx_out = pd.read_csv(tmp_path / "onnx.csv")
     assert onnx_out["predicted"].tolist() == test["predicted"].tolist()
     assert (onnx_out["probability"] - test["confidence"]).abs().max() < 1e-4
+
+
+def test_the_frozen_bottom_cache_holds_every_window(tiny_model, tmp_path):
+    """With the bottom layer frozen and cached, a windowed text's logits are those of the model run through
+    the layer (each window is a row of the cache)."""
+    import torch
+    from accelerate import Accelerator
+
+    from tunesmith.config import build_config
+    from tunesmith.evaluate.inference import predict_logits
+    from tunesmith.tasks import get_task
+
+    rng = random.Random(3)  # texts of every length and word, so that windows differ
+    words = NEUTRAL + POSITIVE + NEGATIVE
+    pd.DataFrame({"text": [" ".join(rng.choices(words, k=rng.randint(20, 60))) for _ in range(40)],
+                  "label": ["pos", "neg"] * 20}).to_csv(tmp_path / "rows.csv", index=False)
+    out, masks = {}, {}
+    for cache in (True, False):
+        raw = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", freeze_embeddings=True,
+                          freeze_layers=1, cache_frozen_layers=cache)
+        raw["model"]["max_length"] = 16
+        cfg = build_config(raw)
+        task = get_task(cfg.task)
+        torch.manual_seed(0)
+        p = task.prepare(cfg, task.load_data(cfg))
+        assert p.resolved.get("frozen_cache") is (True if cache else None)
+        assert all(isinstance(e["input_ids"][0], list) for e in p.encoded["test"])  # every text is windowed
+        masks[cache] = [[len(m) for m in e["attention_mask"]] for e in p.encoded["test"]]
+        out[cache], _ = predict_logits(p.model, p.encoded["test"], p.collate, 4, Accelerator(cpu=True), task.logits)
+    assert masks[True] == masks[False]  # each text's cached windows are its own, in order
+    assert abs(out[True] - out[False]).max() < 1e-5

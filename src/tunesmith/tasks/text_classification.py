@@ -84,6 +84,30 @@ def _windowed(example: dict) -> bool:
     return bool(ids) and isinstance(ids[0], list)
 
 
+def _windows_of(examples: list[dict]) -> list[dict]:
+    """Every window of the examples as an example of its own (with its example's label), in order."""
+    out = []
+    for ex in examples:
+        if not _windowed(ex):
+            out.append(ex)
+            continue
+        for j in range(len(ex["input_ids"])):
+            out.append({**{k: v[j] for k, v in ex.items() if k != "labels"}, "labels": ex["labels"]})
+    return out
+
+
+def _regroup(windows: list[dict], examples: list[dict]) -> list[dict]:
+    """`_windows_of`'s windows (as transformed, e.g. into cache ids) back into their examples."""
+    out, at = [], 0
+    for ex in examples:
+        k = len(ex["input_ids"]) if _windowed(ex) else 1
+        these = windows[at:at + k]
+        at += k
+        out.append(these[0] if not _windowed(ex) else
+                   {**{f: [w[f] for w in these] for f in these[0] if f != "labels"}, "labels": ex["labels"]})
+    return out
+
+
 def pooled_logits(logits: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
     """Each example's logits: the mean of its windows' (models/windows.py)."""
     sums = torch.zeros(n, logits.shape[1], dtype=logits.dtype, device=logits.device).index_add_(0, owner, logits)
@@ -193,11 +217,11 @@ class TextClassification(Classifier):
         max_length = windows.size
         collate = _WindowCollate(DataCollatorWithPadding(tokenizer, return_tensors="pt"))
         lengths = [_tokens(e) for e in encoded["train"]]
-        # the caches hold one row per example: a split with multi-window examples trains through the layers
+        # the feature cache holds one row per example: with multi-window examples the probe runs the body
         single = not any(_windowed(e) for split in encoded.values() for e in split)
         feature_cache, bottom = False, {"freeze_layers": frozen}
         cache = cfg.train.cache_frozen_layers
-        if frozen and (cache or cache is None) and single:  # the frozen bottom: once, not every epoch
+        if frozen and (cache or cache is None):  # the frozen bottom: once, not every epoch
             encoded, cached = self._cache_bottom(cfg, frozen, model, memo, tokens_key, encoded, collate)
             bottom.update(cached)
         if cfg.train.method == "linear-probe" and single:  # the body is frozen: run it once, not every epoch
@@ -257,13 +281,16 @@ class TextClassification(Classifier):
 
         precision = cfg.train.precision
         tic = time.perf_counter()
+        windows = {name: _windows_of(examples) for name, examples in encoded.items()}  # one cache row per window
+        plain = collate.collate
         cache = memo.get("frozen_bottom", key(tokens_key, n, precision),
-                         lambda: B.cache_bottom(model, n, encoded, collate, precision))
+                         lambda: B.cache_bottom(model, n, windows, plain, precision))
         seconds = round(time.perf_counter() - tic, 2)
         if cache is not None:
-            cached = B.id_examples(encoded, cache)
-            if B.attach(model, cache, encoded, cached, collate):
-                return cached, {"frozen_cache": True, "frozen_cache_seconds": seconds}
+            cached = B.id_examples(windows, cache)
+            if B.attach(model, cache, windows, cached, plain):
+                return {name: _regroup(cached[name], examples) for name, examples in encoded.items()}, \
+                    {"frozen_cache": True, "frozen_cache_seconds": seconds}
         return encoded, {"frozen_cache": False, "frozen_cache_seconds": seconds}
 
     def _contrastive_phase(self, cfg: RunConfig, data: TaskData, encoded: dict, collate, tokenizer,
