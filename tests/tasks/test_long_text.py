@@ -22,6 +22,14 @@ def _long_rows(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _varied_rows(n: int, seed: int) -> pd.DataFrame:
+    """Texts of every length and word, so that a text's windows give different logits."""
+    rng = random.Random(seed)
+    words = NEUTRAL + POSITIVE + NEGATIVE
+    return pd.DataFrame({"text": [" ".join(rng.choices(words, k=rng.randint(20, 60))) for _ in range(n)],
+                         "label": ["pos", "neg"] * (n // 2)})
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_model, tmp_path_factory):
     """The same rows trained with windows (the default) and with truncation, through the executable."""
@@ -81,10 +89,7 @@ def test_the_frozen_bottom_cache_holds_every_window(tiny_model, tmp_path):
     from tunesmith.evaluate.inference import predict_logits
     from tunesmith.tasks import get_task
 
-    rng = random.Random(3)  # texts of every length and word, so that windows differ
-    words = NEUTRAL + POSITIVE + NEGATIVE
-    pd.DataFrame({"text": [" ".join(rng.choices(words, k=rng.randint(20, 60))) for _ in range(40)],
-                  "label": ["pos", "neg"] * 20}).to_csv(tmp_path / "rows.csv", index=False)
+    _varied_rows(40, seed=3).to_csv(tmp_path / "rows.csv", index=False)
     out, masks = {}, {}
     for cache in (True, False):
         raw = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", freeze_embeddings=True,
@@ -99,4 +104,29 @@ def test_the_frozen_bottom_cache_holds_every_window(tiny_model, tmp_path):
         masks[cache] = [[len(m) for m in e["attention_mask"]] for e in p.encoded["test"]]
         out[cache], _ = predict_logits(p.model, p.encoded["test"], p.collate, 4, Accelerator(cpu=True), task.logits)
     assert masks[True] == masks[False]  # each text's cached windows are its own, in order
-    assert abs(out[True] - out[False]).max() < 1e-5
+    assert abs(out[True] - out[False]).max() < 2e-6
+
+
+def test_a_windowed_linear_probe_caches_each_windows_features(tiny_model, tmp_path):
+    """linear-probe on windowed texts computes the frozen body once per window: its logits are those of the
+    same model (same head, seed for seed) run through the body."""
+    import torch
+    from accelerate import Accelerator
+
+    from tunesmith.config import build_config
+    from tunesmith.evaluate.inference import predict_logits
+    from tunesmith.tasks import get_task
+
+    _varied_rows(40, seed=4).to_csv(tmp_path / "rows.csv", index=False)
+    out = {}
+    for method in ("linear-probe", "full"):
+        raw = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", method=method)
+        raw["model"]["max_length"] = 16
+        cfg = build_config(raw)
+        task = get_task(cfg.task)
+        torch.manual_seed(0)
+        p = task.prepare(cfg, task.load_data(cfg))
+        assert p.resolved["feature_cache"] is (method == "linear-probe")
+        assert all(isinstance(e["input_ids"][0], list) for e in p.encoded["test"])
+        out[method], _ = predict_logits(p.model, p.encoded["test"], p.collate, 4, Accelerator(cpu=True), task.logits)
+    assert abs(out["linear-probe"] - out["full"]).max() < 2e-6

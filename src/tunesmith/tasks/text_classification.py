@@ -64,8 +64,8 @@ class _WindowCollate:
         flat, owner = [], []
         for i, ex in enumerate(items):
             fields = {k: (v if _windowed(ex) else [v]) for k, v in ex.items() if k != "labels"}
-            for j in range(len(fields["input_ids"])):
-                flat.append({k: v[j] for k, v in fields.items()})
+            for j in range(len(fields["input_ids"])):  # each window with its text's label (replaced below)
+                flat.append({**{k: v[j] for k, v in fields.items()}, "labels": ex["labels"]})
                 owner.append(i)
         batch = self.collate(flat)
         batch["labels"] = torch.tensor([ex["labels"] for ex in items])
@@ -217,18 +217,19 @@ class TextClassification(Classifier):
         max_length = windows.size
         collate = _WindowCollate(DataCollatorWithPadding(tokenizer, return_tensors="pt"))
         lengths = [_tokens(e) for e in encoded["train"]]
-        # the feature cache holds one row per example: with multi-window examples the probe runs the body
-        single = not any(_windowed(e) for split in encoded.values() for e in split)
         feature_cache, bottom = False, {"freeze_layers": frozen}
         cache = cfg.train.cache_frozen_layers
         if frozen and (cache or cache is None):  # the frozen bottom: once, not every epoch
             encoded, cached = self._cache_bottom(cfg, frozen, model, memo, tokens_key, encoded, collate)
             bottom.update(cached)
-        if cfg.train.method == "linear-probe" and single:  # the body is frozen: run it once, not every epoch
-            feats = memo.get("features", tokens_key, lambda: F_.cache_features(model, encoded, collate))
-            if F_.attach(model, feats, encoded, collate):
-                encoded, collate, lengths, feature_cache = F_.id_examples(encoded, feats), F_.collate_ids, \
-                    [1] * len(lengths), True
+        if cfg.train.method == "linear-probe":  # the body is frozen: run it once (per window), not every epoch
+            rows = {name: _windows_of(examples) for name, examples in encoded.items()}
+            feats = memo.get("features", tokens_key, lambda: F_.cache_features(model, rows, collate.collate))
+            if F_.attach(model, feats, rows, collate.collate):
+                ids = F_.id_examples(rows, feats)
+                encoded = {name: _regroup(ids[name], examples) for name, examples in encoded.items()}
+                collate, feature_cache = _WindowCollate(F_.collate_ids), True
+                lengths = [_tokens(e) for e in encoded["train"]]  # windows per text
 
         n_specials = sum(map(len, W.specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"])))
         truncated = float(np.mean([not windows.covers(n, n_specials) for n in raw_lengths]))
