@@ -60,7 +60,8 @@ class ModelConfig(_Strict):
                                                       "windows reads them as overlapping windows of max_length "
                                                       "tokens whose logits are averaged (in training, predict, "
                                                       "eval, export and serve); truncate keeps the first "
-                                                      "max_length tokens. Contrastive runs truncate.")
+                                                      "max_length tokens. Runs with a contrastive stage truncate "
+                                                      "(the head alone, train.contrastive.epochs 0, windows).")
     window_overlap: int | None = Field(None, ge=0, description="Tokens each window shares with the one before. "
                                        "Default: an eighth of max_length.")
     max_windows: int = Field(8, ge=1, le=64, description="Windows read per text, from its start (longer texts "

@@ -130,3 +130,53 @@ def test_a_windowed_linear_probe_caches_each_windows_features(tiny_model, tmp_pa
         assert all(isinstance(e["input_ids"][0], list) for e in p.encoded["test"])
         out[method], _ = predict_logits(p.model, p.encoded["test"], p.collate, 4, Accelerator(cpu=True), task.logits)
     assert abs(out["linear-probe"] - out["full"]).max() < 2e-6
+
+
+def test_the_head_alone_reads_windows_and_predict_reproduces_it(tiny_model, tmp_path):
+    """auto's small-data model (the head alone on the pre-trained encoder) fits its head on each text's mean
+    window embedding; predict's mean of window logits is that head's output, so it reproduces the run."""
+    _long_rows(120, seed=5).to_csv(tmp_path / "rows.csv", index=False)
+    accuracy = {}
+    for mode in ("windows", "truncate"):
+        cfg = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", method="contrastive",
+                          contrastive={"epochs": 0})
+        cfg["train"].pop("learning_rate")
+        cfg["model"].update(max_length=16, long_text=mode)
+        cfg.update(run_name=mode, eval={"baselines": ["majority_class"], "bootstrap_resamples": 100},
+                   audit={"label_errors": False})
+        tunesmith("train", str(write(tmp_path / f"{mode}.yaml", cfg)), cwd=tmp_path)
+        accuracy[mode] = results(tmp_path / "runs" / mode)["test"]["accuracy"]
+    assert accuracy["windows"] >= accuracy["truncate"] + 0.25, accuracy
+    run = tmp_path / "runs" / "windows"
+    test = pd.read_csv(run / "test_predictions.csv")
+    test[["text"]].to_csv(tmp_path / "in.csv", index=False)
+    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+              cwd=tmp_path)
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert got["predicted"].tolist() == test["predicted"].tolist()
+    assert (got["probability"] - test["confidence"]).abs().max() < 1e-4
+
+
+def test_the_heads_embedding_of_a_windowed_text_is_the_mean_of_its_windows(tiny_model, tmp_path):
+    """Not normalised again: the head is linear, so head(mean) is the mean of the windows' logits."""
+    from tunesmith.config import build_config
+    from tunesmith.tasks import get_task
+    from tunesmith.tasks.contrastive import embed
+    from tunesmith.tasks.text_classification import _windows_of
+
+    _varied_rows(20, seed=6).to_csv(tmp_path / "rows.csv", index=False)
+    raw = tiny_config(tiny_model, tmp_path / "rows.csv", tmp_path / "runs", method="contrastive",
+                      contrastive={"epochs": 0})
+    raw["model"]["max_length"] = 16
+    cfg = build_config(raw)
+    task = get_task(cfg.task)
+    p = task.prepare(cfg, task.load_data(cfg))
+    texts = p.encoded["train"][:3]
+    assert all(isinstance(e["input_ids"][0], list) for e in texts)
+    whole = embed(p.model, texts, p.collate, 8)
+
+    for i, ex in enumerate(texts):
+        windows = embed(p.model, _windows_of([ex]), p.collate, 8)
+        assert windows.norm(dim=1).sub(1).abs().max() < 1e-5  # each window's embedding is normalised
+        # (a random tiny encoder gives nearly parallel windows: normalising the mean again moves it ~1e-6)
+        assert (whole[i] - windows.mean(0)).abs().max() < 2e-7

@@ -133,17 +133,25 @@ class ContrastiveLoss:
 @torch.no_grad()
 def embed(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, batch_size: int,
           normalise: bool = True) -> torch.Tensor:
-    """head_input of `examples`, in eval mode, L2-normalised unless told otherwise."""
+    """head_input of `examples`, in eval mode, L2-normalised unless told otherwise. A text read in windows gets
+    the mean of its windows' (normalised) embeddings, not normalised again: the head is linear, so the mean of
+    its windows' logits, which predict takes, is the head applied to that mean."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(examples), batch_size):
         batch = collate([{k: v for k, v in ex.items() if k != "labels"} for ex in examples[i:i + batch_size]])
-        out.append(head_input(model, {k: v.to(device) for k, v in batch.items()}).float())
+        owner = batch.pop("window_owner", None)
+        emb = head_input(model, {k: v.to(device) for k, v in batch.items()}).float()
+        emb = torch.nn.functional.normalize(emb, dim=-1) if normalise else emb
+        if owner is not None:
+            n = int(owner.max()) + 1
+            emb = torch.zeros(n, emb.shape[1], device=emb.device).index_add_(0, owner.to(emb.device), emb) / \
+                torch.bincount(owner, minlength=n).to(emb.device).unsqueeze(1)
+        out.append(emb)
     model.train(was_training)
-    out = torch.cat(out)
-    return torch.nn.functional.normalize(out, dim=-1) if normalise else out
+    return torch.cat(out)
 
 
 def centroid_logits(train_emb: torch.Tensor, train_y: np.ndarray, emb: torch.Tensor, n_classes: int,

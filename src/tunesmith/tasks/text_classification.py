@@ -64,11 +64,13 @@ class _WindowCollate:
         flat, owner = [], []
         for i, ex in enumerate(items):
             fields = {k: (v if _windowed(ex) else [v]) for k, v in ex.items() if k != "labels"}
+            label = {"labels": ex["labels"]} if "labels" in ex else {}
             for j in range(len(fields["input_ids"])):  # each window with its text's label (replaced below)
-                flat.append({**{k: v[j] for k, v in fields.items()}, "labels": ex["labels"]})
+                flat.append({**{k: v[j] for k, v in fields.items()}, **label})
                 owner.append(i)
         batch = self.collate(flat)
-        batch["labels"] = torch.tensor([ex["labels"] for ex in items])
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([ex["labels"] for ex in items])
         batch["window_owner"] = torch.tensor(owner)
         return batch
 
@@ -208,8 +210,9 @@ class TextClassification(Classifier):
         model_limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512),
                           int(getattr(mconf, "max_position_embeddings", 512) or 512))
         # the splits are fixed by the data, audit and seed settings: tokenize once per study
-        # contrastive pairs and its head read one embedding per row: its runs truncate
-        windowed = cfg.model.long_text == "windows" and cfg.train.method != "contrastive"
+        # the contrastive stage pairs rows, one embedding each: its runs truncate (the head alone windows)
+        staged = cfg.train.method == "contrastive" and cfg.train.contrastive.epochs > 0
+        windowed = cfg.model.long_text == "windows" and not staged
         tokens_key = key(audit_key(cfg, self), resolved.source, cfg.model.revision, cfg.model.trust_remote_code,
                          cfg.model.max_length, windowed, cfg.model.window_overlap, cfg.model.max_windows)
         encoded, raw_lengths, windows = memo.get(
