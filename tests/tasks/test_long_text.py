@@ -62,21 +62,21 @@ def test_windows_read_the_end_of_long_texts_that_truncation_loses(runs):
         lengths["message"]
 
 
-def test_predict_and_the_onnx_export_read_the_windows_as_the_run_did(runs, tmp_path):
-    run = runs["windows"]
+def _assert_predict_reproduces(run, tmp_path, *backend: str) -> None:
+    """`tunesmith predict` on the run's test texts gives its test predictions and probabilities."""
     test = pd.read_csv(run / "test_predictions.csv")
     test[["text"]].to_csv(tmp_path / "in.csv", index=False)
-    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "torch.csv"),
-              cwd=tmp_path)
-    torch_out = pd.read_csv(tmp_path / "torch.csv")
-    assert torch_out["predicted"].tolist() == test["predicted"].tolist()
-    assert (torch_out["probability"] - test["confidence"]).abs().max() < 1e-4
-    tunesmith("export", str(run), "--format", "onnx", cwd=tmp_path)
-    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "onnx.csv"),
-              "--backend", "onnx", cwd=tmp_path)
-    onnx_out = pd.read_csv(tmp_path / "onnx.csv")
-    assert onnx_out["predicted"].tolist() == test["predicted"].tolist()
-    assert (onnx_out["probability"] - test["confidence"]).abs().max() < 1e-4
+    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+              *backend, cwd=tmp_path)
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert got["predicted"].tolist() == test["predicted"].tolist()
+    assert (got["probability"] - test["confidence"]).abs().max() < 1e-4
+
+
+def test_predict_and_the_onnx_export_read_the_windows_as_the_run_did(runs, tmp_path):
+    _assert_predict_reproduces(runs["windows"], tmp_path)
+    tunesmith("export", str(runs["windows"]), "--format", "onnx", cwd=tmp_path)
+    _assert_predict_reproduces(runs["windows"], tmp_path, "--backend", "onnx")
 
 
 def test_the_frozen_bottom_cache_holds_every_window(tiny_model, tmp_path):
@@ -147,14 +147,7 @@ def test_the_head_alone_reads_windows_and_predict_reproduces_it(tiny_model, tmp_
         tunesmith("train", str(write(tmp_path / f"{mode}.yaml", cfg)), cwd=tmp_path)
         accuracy[mode] = results(tmp_path / "runs" / mode)["test"]["accuracy"]
     assert accuracy["windows"] >= accuracy["truncate"] + 0.25, accuracy
-    run = tmp_path / "runs" / "windows"
-    test = pd.read_csv(run / "test_predictions.csv")
-    test[["text"]].to_csv(tmp_path / "in.csv", index=False)
-    tunesmith("predict", str(run), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
-              cwd=tmp_path)
-    got = pd.read_csv(tmp_path / "out.csv")
-    assert got["predicted"].tolist() == test["predicted"].tolist()
-    assert (got["probability"] - test["confidence"]).abs().max() < 1e-4
+    _assert_predict_reproduces(tmp_path / "runs" / "windows", tmp_path)
 
 
 def test_the_heads_embedding_of_a_windowed_text_is_the_mean_of_its_windows(tiny_model, tmp_path):
