@@ -49,12 +49,12 @@ def test_a_text_that_fits_is_encoded_as_the_tokenizer_truncates_it(tiny_model):
 
 
 def test_a_texts_logits_are_the_mean_of_its_windows_in_training_and_in_numpy():
-    from tunesmith.tasks.text_classification import pooled_logits
+    from tunesmith.models.windows import mean_rows
 
     logits = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [0.0, 7.0]])
     owner = torch.tensor([0, 0, 0, 1])
     want = np.array([[3.0, 2.0], [0.0, 7.0]])
-    assert np.allclose(pooled_logits(logits, owner, 2).numpy(), want)
+    assert np.allclose(mean_rows(logits, owner, 2).numpy(), want)
     assert np.allclose(mean_by_owner(logits.numpy(), owner.numpy(), 2), want)
 
 

@@ -7,14 +7,12 @@ from tunesmith.models.registry import ModelRef
 from tunesmith.models.windows import Windows, mean_by_owner
 
 
-def embed_texts(ref: ModelRef, texts: list[str], windows: Windows | int, batch_size: int = 64) -> np.ndarray:
+def embed_texts(ref: ModelRef, texts: list[str], windows: Windows, batch_size: int = 64) -> np.ndarray:
     """L2-normalised mean-pooled last hidden states of the *pre-trained* encoder `ref` (no fine-tuning). A
-    text read in several windows (`windows`; an int: truncated to that many tokens) gets the normalised mean
-    of its windows' embeddings."""
+    text read in several windows gets the normalised mean of its windows' embeddings."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    windows = Windows(windows) if isinstance(windows, int) else windows
     tokenizer = AutoTokenizer.from_pretrained(ref.source, **ref.from_pretrained_kwargs())
     model = AutoModel.from_pretrained(ref.source, **ref.from_pretrained_kwargs()).eval()
     cut, owner = windows.hf(tokenizer, texts)

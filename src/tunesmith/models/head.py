@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunesmith.models.windows import mean_rows
+
 
 def head_linear(model: nn.Module, n_labels: int) -> tuple[str, nn.Linear]:
     """(module name, layer) of the last trainable nn.Linear with N_LABELS outputs."""
@@ -42,9 +44,7 @@ def head_inputs(model: nn.Module, n_labels: int, examples: Sequence[dict], colla
             labels.append(batch["labels"])
             forward(model, batch)
             if "window_owner" in batch:  # a windowed text's logits are its windows' mean: so are its features
-                owner, n = batch["window_owner"], len(batch["labels"])
-                sums = torch.zeros(n, seen[-1].shape[1]).index_add_(0, owner, seen[-1])
-                seen[-1] = sums / torch.bincount(owner, minlength=n).unsqueeze(1)
+                seen[-1] = mean_rows(seen[-1], batch["window_owner"], len(batch["labels"]))
     finally:
         hook.remove()
         model.train(was_training)

@@ -5,7 +5,8 @@ tokenizer's special tokens around each), each `overlap` tokens into the previous
 of them from the start. The classifier scores every window and a text's logits are the mean of its
 windows' logits, in training (the loss is taken on the mean) and in predict, eval, export and serve alike.
 
-numpy only: the ONNX runtime, which never imports torch or transformers, cuts texts with these functions too.
+numpy only (`mean_rows` takes torch tensors through their own methods): the ONNX runtime, which never imports
+torch or transformers, cuts texts with these functions too.
 """
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ def mean_by_owner(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     sums = np.zeros((n, values.shape[1]), dtype=np.float64)
     np.add.at(sums, owner, values)
     return (sums / np.bincount(owner, minlength=n)[:, None]).astype(values.dtype)
+
+
+def mean_rows(values, owner, n: int):
+    """`mean_by_owner` for torch tensors (tensor methods only: this module imports no torch), keeping the
+    gradient: training takes its loss on a text's mean logits."""
+    sums = values.new_zeros((n, values.shape[1])).index_add_(0, owner.to(values.device), values)
+    return sums / owner.bincount(minlength=n).to(values).unsqueeze(1)
+
+
+def hf_specials(tokenizer) -> tuple[list[int], list[int]]:
+    """`specials` of a transformers tokenizer."""
+    return specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class Windows:
 
     def hf(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """`cut` with a transformers tokenizer."""
-        prefix, suffix = specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"])
+        prefix, suffix = hf_specials(tokenizer)
         ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"] \
             if len(texts) else []
         return self.cut(ids, prefix, suffix)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from tunesmith.errors import UserError
+from tunesmith.models.windows import mean_rows
 from tunesmith.tasks.base import Phase
 
 
@@ -146,9 +147,7 @@ def embed(model: torch.nn.Module, examples: Sequence[dict], collate: Callable, b
         emb = head_input(model, {k: v.to(device) for k, v in batch.items()}).float()
         emb = torch.nn.functional.normalize(emb, dim=-1) if normalise else emb
         if owner is not None:
-            n = int(owner.max()) + 1
-            emb = torch.zeros(n, emb.shape[1], device=emb.device).index_add_(0, owner.to(emb.device), emb) / \
-                torch.bincount(owner, minlength=n).to(emb.device).unsqueeze(1)
+            emb = mean_rows(emb, owner, int(owner.max()) + 1)
         out.append(emb)
     model.train(was_training)
     return torch.cat(out)

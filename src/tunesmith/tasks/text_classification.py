@@ -52,8 +52,8 @@ def default_max_length(lengths: list[int], model_limit: int, windowed: bool = Fa
 
 class _WindowCollate:
     """The collator for examples that may hold several windows (input_ids a list of lists): every window of the
-    batch padded as one row, and `window_owner`, each window's example, for `pooled_logits`. A batch of
-    single-window examples is the plain collator's."""
+    batch padded as one row, and `window_owner`, each window's example, for `logits` (`windows.mean_rows`). A
+    batch of single-window examples is the plain collator's."""
 
     def __init__(self, collate) -> None:
         self.collate = collate
@@ -109,12 +109,6 @@ def _regroup(windows: list[dict], examples: list[dict]) -> list[dict]:
                    {**{f: [w[f] for w in these] for f in these[0] if f != "labels"}, "labels": ex["labels"]})
     return out
 
-
-def pooled_logits(logits: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
-    """Each example's logits: the mean of its windows' (models/windows.py)."""
-    sums = torch.zeros(n, logits.shape[1], dtype=logits.dtype, device=logits.device).index_add_(0, owner, logits)
-    counts = torch.bincount(owner, minlength=n).to(logits.dtype).unsqueeze(1)
-    return sums / counts
 
 
 @register_task("text-classification")
@@ -234,7 +228,7 @@ class TextClassification(Classifier):
                 collate, feature_cache = _WindowCollate(F_.collate_ids), True
                 lengths = [_tokens(e) for e in encoded["train"]]  # windows per text
 
-        n_specials = sum(map(len, W.specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"])))
+        n_specials = sum(map(len, W.hf_specials(tokenizer)))
         truncated = float(np.mean([not windows.covers(n, n_specials) for n in raw_lengths]))
         longer = float(np.mean([n > max_length for n in raw_lengths]))
         warmup = self._contrastive_phase(cfg, data, encoded, collate, tokenizer, max_length) \
@@ -325,7 +319,7 @@ class TextClassification(Classifier):
             raise field_error("model.max_length", max_length, f"this model takes at most {model_limit} tokens")
         windows = W.Windows.of(cfg.model, max_length, windowed)
         try:
-            windows.check(sum(map(len, W.specials(lambda t, add: tokenizer(t, add_special_tokens=add)["input_ids"]))))
+            windows.check(sum(map(len, W.hf_specials(tokenizer))))
         except ValueError as err:
             raise field_error("model.window_overlap", windows.overlap, str(err)) from None
         encoded = {name: self._encode(tokenizer, df, data.labels, windows) for name, df in data.splits.items()}
@@ -353,7 +347,7 @@ class TextClassification(Classifier):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "window_owner")}
         logits = model(**inputs).logits
         if "window_owner" in batch:  # a text's logits are the mean of its windows'
-            return pooled_logits(logits, batch["window_owner"], len(batch["labels"]))
+            return W.mean_rows(logits, batch["window_owner"], len(batch["labels"]))
         return logits
 
     def baselines(self, cfg: RunConfig, data: TaskData, prepared: Prepared) -> dict[str, np.ndarray]:
